@@ -1,0 +1,88 @@
+//! What a check hands the backend's factory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vgi_storage_core::{ManualClock, Result, SharedClock, SharedStorage};
+
+/// Builds the store under test. The suite calls it once per store it needs,
+/// and again with [`Fixture::is_reopen`] set to reopen the same store.
+pub trait Factory: Fn(&Fixture) -> Result<SharedStorage> + Sync {}
+impl<F: Fn(&Fixture) -> Result<SharedStorage> + Sync> Factory for F {}
+
+/// Everything a factory needs to build (or rebuild) one store for one check.
+///
+/// - [`dir`](Fixture::dir): a fresh directory, unique to the check, that lives as
+///   long as the check; put the store's files here.
+/// - [`name`](Fixture::name): a token unique to the check (`[a-z0-9_]`, starts
+///   with a letter), the same on reopen and in child processes; a server backend
+///   uses it for its schema or database name.
+/// - [`clock`](Fixture::clock): the check's manual clock; stamp writes with it so
+///   `gc` checks can move time.
+/// - [`is_reopen`](Fixture::is_reopen): `true` when the store was built before
+///   from this fixture and must be opened again on the same data.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    dir: PathBuf,
+    name: String,
+    clock: ManualClock,
+    reopen: bool,
+}
+
+impl Fixture {
+    /// A fixture on an existing directory (the suite makes these; backend tests may too).
+    #[must_use]
+    pub fn new(dir: PathBuf, name: String, clock: ManualClock, reopen: bool) -> Self {
+        Self {
+            dir,
+            name,
+            clock,
+            reopen,
+        }
+    }
+
+    /// The check's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `dir().join(file)`: where to put a store file.
+    #[must_use]
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// A token unique to this check, stable across reopen and child processes.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The check's clock, as backends take it.
+    #[must_use]
+    pub fn clock(&self) -> SharedClock {
+        Arc::new(self.clock.clone())
+    }
+
+    /// The check's clock, to move time.
+    #[must_use]
+    pub fn manual_clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// Whether this build is a reopen of a store built earlier from this fixture.
+    #[must_use]
+    pub fn is_reopen(&self) -> bool {
+        self.reopen
+    }
+
+    /// The same fixture, marked as a reopen.
+    #[must_use]
+    pub fn reopened(&self) -> Self {
+        Self {
+            reopen: true,
+            ..self.clone()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! vgi-storage backend: memory (work in progress).

@@ -1,0 +1,1 @@
+//! vgi-storage backend: postgres (work in progress).

@@ -1,0 +1,1 @@
+//! vgi-storage backend: redb (work in progress).

@@ -1,0 +1,1 @@
+//! vgi-storage backend: sqlite (work in progress).

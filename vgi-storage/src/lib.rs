@@ -1,0 +1,1 @@
+//! The facade (work in progress).
