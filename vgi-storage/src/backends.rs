@@ -1,0 +1,97 @@
+//! Building each compiled-in backend from a validated [`StorageConfig`].
+
+use vgi_storage_core::{Result, SharedClock, SharedStorage};
+
+use crate::{BackendKind, StorageConfig};
+
+#[allow(clippy::needless_pass_by_value)] // consumed only when a backend is compiled in
+pub(crate) fn open(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+    let kind: BackendKind = config.backend;
+    match kind {
+        #[cfg(feature = "memory")]
+        BackendKind::Memory => {
+            Ok(std::sync::Arc::new(vgi_storage_memory::MemoryStorage::with_clock(clock)))
+        }
+        #[cfg(feature = "sqlite")]
+        BackendKind::Sqlite => sqlite(config, clock),
+        #[cfg(feature = "redb")]
+        BackendKind::Redb => redb(config, clock),
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => postgres(config, clock),
+        other => {
+            let _ = clock;
+            other.ensure_compiled_in()?;
+            Err(crate::config::config_error(other, "backend is compiled in but not wired".into()))
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+    use vgi_storage_sqlite::{SqliteStorage, Synchronous};
+    let path = match &config.path {
+        Some(path) => path.clone(),
+        None => default_file("state.db", config.backend)?,
+    };
+    let mut builder = SqliteStorage::builder(path).clock(clock);
+    if let Some(sync) = config.options.get("synchronous") {
+        builder = builder.synchronous(sync.parse::<Synchronous>()?);
+    }
+    if let Some(ms) = config.u64_option("busy_timeout_ms")? {
+        builder = builder.busy_timeout(std::time::Duration::from_millis(ms));
+    }
+    Ok(std::sync::Arc::new(builder.open()?))
+}
+
+#[cfg(feature = "redb")]
+fn redb(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+    use vgi_storage_redb::{Durability, RedbStorage};
+    let path = match &config.path {
+        Some(path) => path.clone(),
+        None => default_file("state.redb", config.backend)?,
+    };
+    let mut builder = RedbStorage::builder(path).clock(clock);
+    if let Some(durability) = config.options.get("durability") {
+        builder = builder.durability(durability.parse::<Durability>()?);
+    }
+    if let Some(multi) = config.bool_option("multi_process")? {
+        builder = builder.multi_process(multi);
+    }
+    Ok(std::sync::Arc::new(builder.open()?))
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+    use vgi_storage_postgres::PostgresStorage;
+    let mut builder = match &config.url {
+        Some(url) => PostgresStorage::builder(url.as_str())?,
+        None => PostgresStorage::builder_from_env()?,
+    };
+    builder = builder.clock(clock);
+    if let Some(schema) = config.options.get("schema") {
+        builder = builder.schema(schema.as_str());
+    }
+    if let Some(n) = config.u64_option("pool_size")? {
+        builder = builder.pool_size(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    if let Some(ms) = config.u64_option("checkout_timeout_ms")? {
+        builder = builder.checkout_timeout(std::time::Duration::from_millis(ms));
+    }
+    Ok(std::sync::Arc::new(builder.connect()?))
+}
+
+#[cfg(any(feature = "sqlite", feature = "redb"))]
+fn default_file(file: &str, backend: BackendKind) -> Result<std::path::PathBuf> {
+    let dir = vgi_storage_core::dirs::default_dir().map_err(|e| {
+        let path = std::env::temp_dir();
+        vgi_storage_core::StorageError::open(
+            backend.name(),
+            path,
+            vgi_storage_core::ErrorKind::PermissionDenied,
+            "cannot create the per-user default directory; set VGI_WORKER_SHARED_STORAGE \
+             to a URL with an explicit path",
+            Some(Box::new(e)),
+        )
+    })?;
+    Ok(dir.join(file))
+}
