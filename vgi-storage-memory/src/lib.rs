@@ -1,1 +1,7 @@
-//! vgi-storage backend: memory (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod scope;
+mod storage;
+
+pub use storage::MemoryStorage;

@@ -1,0 +1,536 @@
+//! [`MemoryStorage`]: the store itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use vgi_storage_core::{
+    Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, check_value_len,
+    gc_cutoff_millis, system_clock,
+};
+
+use crate::error::ids_exhausted;
+use crate::scope::{ScopeState, Slot, lock};
+
+/// The store's name in errors and [`FunctionStorage::name`].
+const NAME: &str = "memory";
+
+/// What the memory backend promises: nothing survives the process, nothing is
+/// shared with other processes, and values may be as large as memory allows.
+const CAPABILITIES: Capabilities = Capabilities::new()
+    .with_durable(false)
+    .with_shared_across_processes(false)
+    .with_max_value_len(usize::MAX);
+
+/// The first log id a new store hands out.
+const FIRST_ID: i64 = 1;
+
+/// An in-process [`FunctionStorage`] for tests and single-process workers.
+///
+/// Each scope's data sits behind its own lock, found through a [`DashMap`], so
+/// threads working on different scopes do not wait for each other, and each
+/// operation costs what it touches: `clear` the size of its scope, `scan`
+/// `O(log n + returned)`, `queue_pop` `O(1)`. Nothing is durable and nothing is
+/// shared with other processes; share one store between threads as an
+/// `Arc<MemoryStorage>` or a [`SharedStorage`](vgi_storage_core::SharedStorage).
+///
+/// ```
+/// use vgi_storage_core::FunctionStorage;
+/// use vgi_storage_memory::MemoryStorage;
+///
+/// # fn main() -> vgi_storage_core::Result<()> {
+/// let store = MemoryStorage::new();
+/// store.kv_put(b"query-1", b"k", b"v")?;
+/// assert_eq!(store.kv_get(b"query-1", b"k")?, Some(b"v".to_vec()));
+/// # Ok(()) }
+/// ```
+pub struct MemoryStorage {
+    /// `scope -> slot`. A slot leaves the map only while its lock is held and
+    /// after being marked `removed`, so a writer that locked a slot still in
+    /// use can never lose its write to a removed one.
+    ///
+    /// Lock order: a scope's lock may be held while taking a shard lock (to
+    /// remove the slot), never the other way round, and no thread holds two
+    /// scope locks or two shard guards at once.
+    scopes: DashMap<Vec<u8>, Slot>,
+    /// The next log id, shared by every log so ids are unique per store. Ids
+    /// are taken while holding the scope's lock, so within one log they
+    /// increase in the order entries become visible.
+    next_id: AtomicI64,
+    /// Stamps writes for `gc`.
+    clock: SharedClock,
+}
+
+impl MemoryStorage {
+    /// An empty store that stamps writes with the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_clock(system_clock())
+    }
+
+    /// An empty store that stamps writes with `clock` (a
+    /// [`ManualClock`](vgi_storage_core::ManualClock) in tests that move time).
+    #[must_use]
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self {
+            scopes: DashMap::new(),
+            next_id: AtomicI64::new(FIRST_ID),
+            clock,
+        }
+    }
+
+    /// How many scopes the store holds: a scope counts from its first write
+    /// until `clear` or `gc` removes it.
+    #[must_use]
+    pub fn scope_count(&self) -> usize {
+        self.scopes.len()
+    }
+
+    /// The slot of `scope`, if it has one. The shard guard is released on return.
+    fn slot(&self, scope: &[u8]) -> Option<Slot> {
+        self.scopes.get(scope).map(|slot| Arc::clone(slot.value()))
+    }
+
+    /// The slot of `scope`, made empty if it has none.
+    fn slot_or_insert(&self, scope: &[u8]) -> Slot {
+        if let Some(slot) = self.slot(scope) {
+            return slot;
+        }
+        Arc::clone(self.scopes.entry(scope.to_vec()).or_default().value())
+    }
+
+    /// Run `f` on the live state of `scope`, or return `None` when the scope has
+    /// no state. For reads and for changes that do not create a scope.
+    fn existing<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
+        loop {
+            let slot = self.slot(scope)?;
+            let mut state = lock(&slot);
+            if state.removed {
+                // Cleared or collected since we fetched it: look again.
+                continue;
+            }
+            return Some(f(&mut state));
+        }
+    }
+
+    /// Run `f` on the live state of `scope`, creating it if needed. `f` gets the
+    /// clock's reading, taken under the lock before `f` changes anything, and
+    /// stamps the scope itself when it writes.
+    fn write<T>(
+        &self,
+        scope: &[u8],
+        f: impl FnOnce(&mut ScopeState, i64) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            let slot = self.slot_or_insert(scope);
+            let mut state = lock(&slot);
+            if state.removed {
+                continue;
+            }
+            let now = self.clock.now_millis();
+            return f(&mut state, now);
+        }
+    }
+
+    /// Take `slot` (the slot of `scope`) out of the store if `remove` says so,
+    /// and return its state to be dropped by the caller, outside the lock.
+    /// Returns `None` when `remove` says no or the slot was already removed.
+    fn remove_slot(
+        &self,
+        scope: &[u8],
+        slot: &Slot,
+        remove: impl FnOnce(&ScopeState) -> bool,
+    ) -> Option<ScopeState> {
+        let mut state = lock(slot);
+        if state.removed || !remove(&state) {
+            return None;
+        }
+        let taken = std::mem::take(&mut *state);
+        state.removed = true;
+        // Still holding the scope's lock: nobody can write to this slot between
+        // the check above and its removal from the map.
+        self.scopes
+            .remove_if(scope, |_, current| Arc::ptr_eq(current, slot));
+        Some(taken)
+    }
+
+    /// Reserve `n` consecutive log ids and return the first.
+    fn alloc_ids(&self, operation: &'static str, n: usize) -> Result<i64> {
+        let count = i64::try_from(n).map_err(|_| ids_exhausted(NAME, operation, n))?;
+        // Relaxed is enough: the atomic alone makes ids unique, and the scope's
+        // lock orders them against the entries' visibility.
+        self.next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+                next.checked_add(count)
+            })
+            .map_err(|_| ids_exhausted(NAME, operation, n))
+    }
+
+    /// Refuse a value longer than the store accepts.
+    fn check_len(len: usize) -> Result<()> {
+        check_value_len(NAME, CAPABILITIES.max_value_len, len)
+    }
+
+    /// Start the next id at `next`, to reach the end of the id range in tests.
+    #[cfg(test)]
+    fn with_next_id(self, next: i64) -> Self {
+        self.next_id.store(next, Ordering::Relaxed);
+        self
+    }
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStorage")
+            .field("scopes", &self.scopes.len())
+            .field("next_id", &self.next_id.load(Ordering::Relaxed))
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// Set `state`'s value at `key` to `new` if it is `expected`; stamp on success.
+fn compare_and_swap(
+    state: &mut ScopeState,
+    now: i64,
+    key: &[u8],
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> bool {
+    if state.kv.get(key).map(Vec::as_slice) != expected {
+        return false;
+    }
+    match new {
+        Some(value) => {
+            state.kv.insert(key.to_vec(), value.to_vec());
+        }
+        None => {
+            state.kv.remove(key);
+        }
+    }
+    state.stamp = Some(now);
+    true
+}
+
+impl FunctionStorage for MemoryStorage {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .existing(scope, |state| state.kv.get(key).cloned())
+            .flatten())
+    }
+
+    fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
+        Self::check_len(value.len())?;
+        let (key, value) = (key.to_vec(), value.to_vec());
+        // The replaced value is returned so it is freed after the lock is released.
+        let _old = self.write(scope, |state, now| {
+            state.stamp = Some(now);
+            Ok(state.kv.insert(key, value))
+        })?;
+        Ok(())
+    }
+
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries
+            .iter()
+            .try_for_each(|(_, value)| Self::check_len(value.len()))?;
+        let entries = entries.to_vec();
+        let _old = self.write(scope, |state, now| {
+            state.stamp = Some(now);
+            Ok(entries
+                .into_iter()
+                .filter_map(|(key, value)| state.kv.insert(key, value))
+                .collect::<Vec<_>>())
+        })?;
+        Ok(())
+    }
+
+    fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        let _old = self.existing(scope, |state| state.kv.remove(key));
+        Ok(())
+    }
+
+    fn kv_compare_and_swap(
+        &self,
+        scope: &[u8],
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        if let Some(value) = new {
+            Self::check_len(value.len())?;
+        }
+        if expected.is_some() {
+            // A scope without state has no value to match: fail without creating it.
+            return Ok(self
+                .existing(scope, |state| {
+                    let now = self.clock.now_millis();
+                    compare_and_swap(state, now, key, expected, new)
+                })
+                .unwrap_or(false));
+        }
+        self.write(scope, |state, now| {
+            Ok(compare_and_swap(state, now, key, expected, new))
+        })
+    }
+
+    fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
+        Self::check_len(value.len())?;
+        let (ns, key, value) = (ns.to_vec(), key.to_vec(), value.to_vec());
+        self.write(scope, |state, now| {
+            let id = self.alloc_ids("append", 1)?;
+            log_mut(state, ns, key).insert(id, value);
+            state.stamp = Some(now);
+            Ok(id)
+        })
+    }
+
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        values
+            .iter()
+            .try_for_each(|value| Self::check_len(value.len()))?;
+        let (ns, key, values) = (ns.to_vec(), key.to_vec(), values.to_vec());
+        self.write(scope, |state, now| {
+            let first = self.alloc_ids("append_batch", values.len())?;
+            let log = log_mut(state, ns, key);
+            let ids = (first..).zip(values).map(|(id, value)| {
+                log.insert(id, value);
+                id
+            });
+            let ids = ids.collect();
+            state.stamp = Some(now);
+            Ok(ids)
+        })
+    }
+
+    fn scan(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let entries = self.existing(scope, |state| {
+            let Some(log) = state.logs.get(ns).and_then(|logs| logs.get(key)) else {
+                return Vec::new();
+            };
+            log.range((Bound::Excluded(after_id), Bound::Unbounded))
+                .take(limit)
+                .map(|(id, value)| LogEntry {
+                    id: *id,
+                    value: value.clone(),
+                })
+                .collect()
+        });
+        Ok(entries.unwrap_or_default())
+    }
+
+    fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        items
+            .iter()
+            .try_for_each(|item| Self::check_len(item.len()))?;
+        let items = items.to_vec();
+        self.write(scope, |state, now| {
+            state.queue.extend(items);
+            state.stamp = Some(now);
+            Ok(())
+        })
+    }
+
+    fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .existing(scope, |state| state.queue.pop_front())
+            .flatten())
+    }
+
+    fn clear(&self, scope: &[u8]) -> Result<()> {
+        loop {
+            let Some(slot) = self.slot(scope) else {
+                return Ok(());
+            };
+            // `None` means another clear or gc removed this slot first; a writer
+            // may have made a new one since, so look again.
+            if let Some(taken) = self.remove_slot(scope, &slot, |_| true) {
+                // Freed here, outside every lock: the cost is this scope's size.
+                drop(taken);
+                return Ok(());
+            }
+        }
+    }
+
+    fn gc(&self, ttl: Duration) -> Result<GcReport> {
+        let Some(cutoff) = gc_cutoff_millis(self.clock.now_millis(), ttl) else {
+            return Ok(GcReport::default());
+        };
+        // Snapshot first: no scope lock may be taken while a shard guard is held.
+        let snapshot: Vec<(Vec<u8>, Slot)> = self
+            .scopes
+            .iter()
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        let mut report = GcReport::default();
+        for (scope, slot) in snapshot {
+            // Staleness is decided again under the scope's lock, so a write that
+            // landed since the snapshot keeps its scope. A slot without a stamp
+            // was just made by a writer that has not locked it yet: removing it
+            // is safe (the writer will look again) and keeps failed writes from
+            // leaving empty slots behind, but it was never written, so it is not
+            // reported.
+            let removed = self.remove_slot(&scope, &slot, |state| {
+                state.stamp.is_none_or(|stamp| stamp < cutoff)
+            });
+            if removed.is_some_and(|state| state.stamp.is_some()) {
+                report.scopes.push(scope);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The log `(ns, key)` of `state`, made empty if missing. Takes owned names,
+/// built by the caller before it took the lock.
+fn log_mut(state: &mut ScopeState, ns: Vec<u8>, key: Vec<u8>) -> &mut BTreeMap<i64, Vec<u8>> {
+    state.logs.entry(ns).or_default().entry(key).or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::AtomicBool;
+
+    use vgi_storage_core::{Clock, ErrorKind};
+
+    use super::*;
+
+    /// A clock that panics while `fail` is set, to poison a scope's lock.
+    #[derive(Debug, Default)]
+    struct PanickingClock {
+        fail: AtomicBool,
+    }
+
+    impl Clock for PanickingClock {
+        fn now_millis(&self) -> i64 {
+            assert!(
+                !self.fail.load(Ordering::SeqCst),
+                "clock failure injected by the test"
+            );
+            7
+        }
+    }
+
+    #[test]
+    fn running_out_of_ids_is_an_error_and_writes_nothing() -> Result<()> {
+        let store = MemoryStorage::new().with_next_id(i64::MAX - 2);
+        assert_eq!(store.append(b"s", b"n", b"k", b"a")?, i64::MAX - 2);
+        let err = store
+            .append_batch(b"s", b"n", b"k", &[b"b".to_vec(), b"c".to_vec()])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::StorageFull));
+        let err = store
+            .append(b"other", b"n", b"k", b"x")
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(err, None, "one id is still left");
+        let err = store.append(b"s", b"n", b"k", b"y").err();
+        let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(msg.contains("memory") && msg.contains("append"), "{msg}");
+        let entries = store.scan(b"s", b"n", b"k", -1, usize::MAX)?;
+        assert_eq!(entries.len(), 1, "a failed batch must write nothing");
+        Ok(())
+    }
+
+    #[test]
+    fn a_poisoned_scope_lock_is_recovered_with_its_state_whole() -> Result<()> {
+        let clock = Arc::new(PanickingClock::default());
+        let store = MemoryStorage::with_clock(clock.clone());
+        store.kv_put(b"s", b"k", b"old")?;
+        clock.fail.store(true, Ordering::SeqCst);
+        let outcome = catch_unwind(AssertUnwindSafe(|| store.kv_put(b"s", b"k", b"new")));
+        assert!(outcome.is_err(), "the injected clock panic should unwind");
+        clock.fail.store(false, Ordering::SeqCst);
+        let slot = store.slot(b"s");
+        assert!(
+            slot.is_some_and(|slot| slot.is_poisoned()),
+            "the lock should be poisoned"
+        );
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"old".to_vec()));
+        store.kv_put(b"s", b"k", b"new")?;
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"new".to_vec()));
+        store.clear(b"s")?;
+        assert_eq!(store.scope_count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn failed_writes_leave_no_scope_behind_after_gc() -> Result<()> {
+        let store = MemoryStorage::new().with_next_id(i64::MAX);
+        assert!(store.append(b"s", b"n", b"k", b"v").is_err());
+        assert!(!store.kv_compare_and_swap(b"t", b"k", Some(b"x"), None)?);
+        assert_eq!(
+            store.scope_count(),
+            1,
+            "the failed append made an empty slot"
+        );
+        let report = store.gc(Duration::ZERO)?;
+        assert!(
+            report.scopes.is_empty(),
+            "a never-written scope is not reported"
+        );
+        assert_eq!(store.scope_count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_to_a_slot_removed_under_it_lands_in_a_new_slot() -> Result<()> {
+        let store = MemoryStorage::new();
+        store.kv_put(b"s", b"k", b"1")?;
+        // Hold a stale handle, as a writer that fetched the slot just before a
+        // clear would, then write: the write must not go to the removed slot.
+        let stale = store.slot(b"s");
+        store.clear(b"s")?;
+        assert!(stale.as_ref().is_some_and(|slot| lock(slot).removed));
+        store.kv_put(b"s", b"k", b"2")?;
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"2".to_vec()));
+        let live = store.slot(b"s");
+        assert!(matches!((&stale, &live), (Some(a), Some(b)) if !Arc::ptr_eq(a, b)));
+        Ok(())
+    }
+}
