@@ -1,1 +1,8 @@
-//! vgi-storage backend: redb (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod group;
+mod ops;
+mod store;
+
+pub use store::{Durability, MAX_VALUE_LEN, RedbBuilder, RedbStorage};

@@ -1,0 +1,510 @@
+//! [`RedbStorage`]: the backend itself, and its builder.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::slice;
+use std::time::Duration;
+
+use redb::{ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use vgi_storage_core::{
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
+    StorageError, check_value_len, dirs, system_clock,
+};
+
+use crate::error::{open_error, open_io_error, op_error, schema_error};
+use crate::group::Group;
+use crate::ops::{
+    KV, LOG, META, NEXT_ID, NEXT_SEQ, Op, QUEUE, Reply, SCHEMA, SCHEMA_VERSION, TOUCH,
+    TOUCH_BY_TIME, Tx,
+};
+
+/// The largest value this backend accepts: 2 GiB.
+///
+/// redb stores values up to 3 GiB and a key and value together up to 3.75 GiB; 2 GiB
+/// leaves room for long keys.
+pub const MAX_VALUE_LEN: usize = 1 << 31;
+
+/// When a write becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every write commits with an fsync before its call returns, so it survives a
+    /// crash of the process or the machine once the call has returned. The default.
+    ///
+    /// Writes from several threads that arrive while a commit is in progress share
+    /// the next commit (group commit); each caller still returns only after the commit
+    /// that holds its write.
+    #[default]
+    Immediate,
+    /// Writes commit without an fsync (redb's `Durability::None`): other threads of
+    /// this process see them at once, but they become durable only at the next
+    /// [`RedbStorage::flush`], or when the store is dropped.
+    ///
+    /// A crash of the process (a kill, a panic that aborts) or of the machine loses
+    /// every write since the last flush, or since the open if there was none. The file
+    /// itself stays consistent. Not available with
+    /// [`RedbBuilder::multi_process`], where redb refuses non-durable commits.
+    Deferred,
+}
+
+/// Options for opening a [`RedbStorage`]; start with [`RedbStorage::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedbBuilder {
+    path: PathBuf,
+    durability: Durability,
+    clock: SharedClock,
+    multi_process: bool,
+    cache_size: Option<usize>,
+}
+
+impl RedbBuilder {
+    /// When writes become durable; [`Durability::Immediate`] by default.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The clock that stamps writes for `gc`; the system clock by default.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Let several processes open the file at once (redb's `ConcurrencyMode::MultiWriter`).
+    ///
+    /// Off by default: redb then locks the file for this one handle, and a second open,
+    /// from another process or this one, fails with
+    /// [`ErrorKind::AlreadyOpen`]. On, every process that shares the file must open it
+    /// with this option on; writes from all of them take turns on one write lock, each
+    /// commit costs two fsyncs, and [`Durability::Deferred`] is refused.
+    pub fn multi_process(mut self, multi_process: bool) -> Self {
+        self.multi_process = multi_process;
+        self
+    }
+
+    /// Bytes of memory redb may use to cache pages (redb's default is 1 GiB, allocated
+    /// as pages are read).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = Some(bytes);
+        self
+    }
+
+    /// Open the store, creating the file (mode 0600) and a missing parent directory
+    /// (mode 0700) if needed.
+    ///
+    /// - another handle holding the file gives [`ErrorKind::AlreadyOpen`]
+    /// - a file that is not a redb database, or is truncated, gives [`ErrorKind::Corrupt`]
+    /// - a file of a newer schema gives [`ErrorKind::IncompatibleVersion`]
+    /// - a path that cannot be created gives the I/O error's kind (`NotFound`,
+    ///   `PermissionDenied`, `ReadOnly`, `InvalidInput` ...)
+    pub fn open(self) -> Result<RedbStorage> {
+        let path = std::path::absolute(&self.path).map_err(|e| {
+            open_io_error("redb", &self.path, "the path cannot be made absolute", e)
+        })?;
+        let name = format!("redb:{}", path.display());
+        if self.multi_process && self.durability == Durability::Deferred {
+            return Err(StorageError::Config {
+                store: name,
+                hint: "Durability::Deferred cannot be combined with multi_process(true): \
+                       redb refuses non-durable commits that other processes could not see"
+                    .into(),
+                source: None,
+            });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                dirs::ensure_private_dir(parent).map_err(|e| {
+                    open_io_error(&name, &path, "cannot create the store's directory", e)
+                })?;
+            }
+        }
+        dirs::ensure_private_file(&path)
+            .map_err(|e| open_io_error(&name, &path, "cannot create the store's file", e))?;
+
+        let mut builder = redb::Builder::new();
+        builder.set_concurrency_mode(if self.multi_process {
+            ConcurrencyMode::MultiWriter
+        } else {
+            ConcurrencyMode::ExclusiveWriter
+        });
+        if let Some(bytes) = self.cache_size {
+            builder.set_cache_size(bytes);
+        }
+        // redb may panic on a file that merely looks like a database; that is a
+        // damaged file to the caller, not a reason to unwind through them.
+        let db = match catch_unwind(AssertUnwindSafe(|| builder.create(&path))) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(open_error(&name, &path, e)),
+            Err(_) => {
+                return Err(StorageError::open(
+                    &name,
+                    &path,
+                    ErrorKind::Corrupt,
+                    "redb could not read the file; it is damaged or not a redb database",
+                    None,
+                ));
+            }
+        };
+        init_schema(&db).map_err(|e| match e {
+            InitError::Redb(e) => open_error(&name, &path, e),
+            InitError::Schema(found) => schema_error(&name, &path, found, SCHEMA),
+        })?;
+        Ok(RedbStorage {
+            db,
+            name,
+            path,
+            clock: self.clock,
+            durability: self.durability,
+            multi_process: self.multi_process,
+            group: Group::default(),
+        })
+    }
+}
+
+enum InitError {
+    Redb(redb::Error),
+    Schema(u64),
+}
+
+impl<E: Into<redb::Error>> From<E> for InitError {
+    fn from(e: E) -> Self {
+        Self::Redb(e.into())
+    }
+}
+
+/// Create the tables and record the schema version, or check the recorded one.
+fn init_schema(db: &Database) -> Result<(), InitError> {
+    // A store opened read-mostly should not pay a commit: look first.
+    {
+        let txn = db.begin_read()?;
+        let version = match txn.open_table(META) {
+            Ok(meta) => meta.get(SCHEMA_VERSION)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match version {
+            Some(SCHEMA) => return Ok(()),
+            Some(found) => return Err(InitError::Schema(found)),
+            None => {}
+        }
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get(SCHEMA_VERSION)?.map(|v| v.value());
+        match version {
+            Some(SCHEMA) => {}
+            Some(found) => return Err(InitError::Schema(found)),
+            None => {
+                meta.insert(SCHEMA_VERSION, SCHEMA)?;
+                for counter in [NEXT_ID, NEXT_SEQ] {
+                    if meta.get(counter)?.is_none() {
+                        meta.insert(counter, 1)?;
+                    }
+                }
+            }
+        }
+        txn.open_table(KV)?;
+        txn.open_table(LOG)?;
+        txn.open_table(QUEUE)?;
+        txn.open_table(TOUCH)?;
+        txn.open_table(TOUCH_BY_TIME)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// A [`FunctionStorage`] in one redb file.
+///
+/// See the crate docs for the layout, the durability and the locking.
+pub struct RedbStorage {
+    db: Database,
+    name: String,
+    path: PathBuf,
+    clock: SharedClock,
+    durability: Durability,
+    multi_process: bool,
+    group: Group,
+}
+
+impl fmt::Debug for RedbStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStorage")
+            .field("name", &self.name)
+            .field("durability", &self.durability)
+            .field("multi_process", &self.multi_process)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStorage {
+    /// Open (or create) the store at `path` with the defaults: durable writes, the
+    /// system clock, one process.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(path).open()
+    }
+
+    /// Options for opening the store at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> RedbBuilder {
+        RedbBuilder {
+            path: path.as_ref().to_path_buf(),
+            durability: Durability::default(),
+            clock: system_clock(),
+            multi_process: false,
+            cache_size: None,
+        }
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The durability the store was opened with.
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Make every write so far durable (one fsync).
+    ///
+    /// Only needed with [`Durability::Deferred`]; with `Immediate` every write already is.
+    pub fn flush(&self) -> Result<()> {
+        self.write(Op::Flush).map(drop)
+    }
+
+    /// Run redb's integrity check: verify the checksum of every page and repair the
+    /// allocator state. `Ok(true)` when the file was intact.
+    pub fn check_integrity(&mut self) -> Result<bool> {
+        self.db
+            .check_integrity()
+            .map_err(|e| op_error(&self.name, "check_integrity", e))
+    }
+
+    fn write(&self, op: Op<'_>) -> Result<Reply> {
+        self.group.write(&self.name, op, &|ops| self.run(ops))
+    }
+
+    /// Commit `ops` in one transaction; if that fails, commit each alone so every
+    /// write gets its own result.
+    fn run(&self, ops: &[Op<'_>]) -> Vec<Result<Reply>> {
+        match self.commit(ops) {
+            Ok(replies) => replies.into_iter().map(Ok).collect(),
+            Err(e) if ops.len() == 1 => vec![Err(op_error(&self.name, ops[0].name(), e))],
+            Err(_) => ops
+                .iter()
+                .map(|op| {
+                    self.commit(slice::from_ref(op))
+                        .map_err(|e| op_error(&self.name, op.name(), e))
+                        .and_then(|mut replies| {
+                            replies.pop().ok_or_else(|| {
+                                op_error(
+                                    &self.name,
+                                    op.name(),
+                                    redb::Error::Corrupted("no reply from a commit".into()),
+                                )
+                            })
+                        })
+                })
+                .collect(),
+        }
+    }
+
+    fn commit(&self, ops: &[Op<'_>]) -> Result<Vec<Reply>, redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        let durable = self.durability == Durability::Immediate
+            || ops.iter().any(|op| matches!(op, Op::Flush));
+        if !durable {
+            txn.set_durability(redb::Durability::None)?;
+        }
+        // Read the clock inside the write lock, so stamps follow commit order and a
+        // write that commits after a gc pass is stamped no earlier than its cutoff.
+        let now = self.clock.now_millis();
+        let replies = {
+            let mut tx = Tx::new(&txn, now);
+            let replies = ops
+                .iter()
+                .map(|op| tx.apply(*op))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.finish()?;
+            replies
+        };
+        txn.commit()?;
+        Ok(replies)
+    }
+
+    fn read<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| op_error(&self.name, operation, e))?;
+        f(&txn).map_err(|e| op_error(&self.name, operation, e))
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        check_value_len(&self.name, MAX_VALUE_LEN, len)
+    }
+}
+
+/// The reply a write of this kind must give; anything else is a bug, reported not panicked.
+fn unexpected(store: &str, operation: &'static str) -> StorageError {
+    op_error(
+        store,
+        operation,
+        redb::Error::Corrupted("unexpected reply".into()),
+    )
+}
+
+impl FunctionStorage for RedbStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_durable(self.durability == Durability::Immediate)
+            .with_shared_across_processes(self.multi_process)
+            .with_max_value_len(MAX_VALUE_LEN)
+    }
+
+    fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read("kv_get", |txn| {
+            let kv = txn.open_table(KV)?;
+            Ok(kv.get((scope, key))?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_len(value.len())?;
+        self.write(Op::KvPut { scope, key, value }).map(drop)
+    }
+
+    fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        self.write(Op::KvDel { scope, key }).map(drop)
+    }
+
+    fn kv_compare_and_swap(
+        &self,
+        scope: &[u8],
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.check_len(new.map_or(0, <[u8]>::len))?;
+        match self.write(Op::Cas {
+            scope,
+            key,
+            expected,
+            new,
+        })? {
+            Reply::Bool(swapped) => Ok(swapped),
+            _ => Err(unexpected(&self.name, "kv_compare_and_swap")),
+        }
+    }
+
+    fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
+        self.check_len(value.len())?;
+        match self.write(Op::Append {
+            scope,
+            ns,
+            key,
+            value,
+        })? {
+            Reply::Id(id) => Ok(id),
+            _ => Err(unexpected(&self.name, "append")),
+        }
+    }
+
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        values.iter().try_for_each(|v| self.check_len(v.len()))?;
+        match self.write(Op::AppendBatch {
+            scope,
+            ns,
+            key,
+            values,
+        })? {
+            Reply::Ids(ids) => Ok(ids),
+            _ => Err(unexpected(&self.name, "append_batch")),
+        }
+    }
+
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries.iter().try_for_each(|(_, v)| self.check_len(v.len()))?;
+        self.write(Op::KvPutBatch { scope, entries }).map(drop)
+    }
+
+    fn scan(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Ids are >= 0; after_id + 1 cannot overflow u64 for any i64.
+        let start = if after_id < 0 { 0 } else { after_id as u64 + 1 };
+        self.read("scan", |txn| {
+            let log = txn.open_table(LOG)?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for row in log
+                .range((scope, ns, key, start)..=(scope, ns, key, u64::MAX))?
+                .take(limit)
+            {
+                let (k, v) = row?;
+                out.push(LogEntry {
+                    id: k.value().3 as i64,
+                    value: v.value().to_vec(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        items.iter().try_for_each(|v| self.check_len(v.len()))?;
+        self.write(Op::QueuePush { scope, items }).map(drop)
+    }
+
+    fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.write(Op::QueuePop { scope })? {
+            Reply::Item(item) => Ok(item),
+            _ => Err(unexpected(&self.name, "queue_pop")),
+        }
+    }
+
+    fn clear(&self, scope: &[u8]) -> Result<()> {
+        self.write(Op::Clear { scope }).map(drop)
+    }
+
+    fn gc(&self, ttl: Duration) -> Result<GcReport> {
+        match self.write(Op::Gc { ttl })? {
+            Reply::Gc(report) => Ok(report),
+            _ => Err(unexpected(&self.name, "gc")),
+        }
+    }
+}
