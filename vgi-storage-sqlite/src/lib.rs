@@ -1,1 +1,12 @@
-//! vgi-storage backend: sqlite (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod schema;
+mod storage;
+
+pub use config::{
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_KIB, DEFAULT_MMAP_SIZE, DEFAULT_READ_CONNECTIONS,
+    SqliteBuilder, Synchronous,
+};
+pub use storage::{MAX_VALUE_LEN, SqliteStorage};

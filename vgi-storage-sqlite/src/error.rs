@@ -1,0 +1,189 @@
+//! The one place SQLite errors become [`StorageError`]s.
+//!
+//! Classification follows the primary result code; the engine's error is always
+//! kept as the source, so the message here only says what it means and what to do.
+
+use std::io;
+use std::path::Path;
+
+use rusqlite::ffi;
+use vgi_storage_core::{ErrorKind, StorageError, default_hint};
+
+/// The backend's short name, used where no store path is known yet.
+pub(crate) const BACKEND: &str = "sqlite";
+
+/// What kind of failure a SQLite error is.
+pub(crate) fn classify(err: &rusqlite::Error) -> ErrorKind {
+    let Some(e) = err.sqlite_error() else {
+        return match err {
+            rusqlite::Error::ToSqlConversionFailure(_)
+            | rusqlite::Error::InvalidParameterCount(..) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Other,
+        };
+    };
+    match e.code {
+        ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => ErrorKind::Busy,
+        ffi::ErrorCode::DiskFull => ErrorKind::StorageFull,
+        ffi::ErrorCode::ReadOnly => ErrorKind::ReadOnly,
+        ffi::ErrorCode::DatabaseCorrupt | ffi::ErrorCode::NotADatabase => ErrorKind::Corrupt,
+        ffi::ErrorCode::CannotOpen => ErrorKind::NotFound,
+        ffi::ErrorCode::PermissionDenied | ffi::ErrorCode::AuthorizationForStatementDenied => {
+            ErrorKind::PermissionDenied
+        }
+        ffi::ErrorCode::TooBig => ErrorKind::TooLarge,
+        // A failed write(2) that is not ENOSPC (which SQLite reports as FULL) is
+        // in practice EFBIG (a file size limit) or EDQUOT (a quota): the disk is
+        // full as far as this process is concerned. The source keeps the detail.
+        ffi::ErrorCode::SystemIoFailure
+            if matches!(
+                e.extended_code,
+                ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_TRUNCATE | ffi::SQLITE_IOERR_FSYNC
+            ) =>
+        {
+            ErrorKind::StorageFull
+        }
+        _ => ErrorKind::Other,
+    }
+}
+
+/// What to do about a failure of `kind` on an open SQLite store.
+fn hint(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Busy => {
+            "another connection held the database lock past the busy timeout; retry the call \
+             or raise busy_timeout"
+        }
+        ErrorKind::StorageFull => {
+            "a write to the database file failed: the disk, a quota or a file size limit is \
+             full; free space and retry"
+        }
+        ErrorKind::ReadOnly => {
+            "the database file cannot be written (read-only file or directory, or the file was \
+             moved or deleted while open); fix permissions or reopen the store"
+        }
+        ErrorKind::Corrupt => {
+            "the database file is damaged; restore it from a backup or move it aside to start \
+             empty"
+        }
+        ErrorKind::NotFound => {
+            "a database file could not be opened (its directory may have been removed); check \
+             the path"
+        }
+        ErrorKind::TooLarge => "a row is larger than SQLite accepts; split the value",
+        other => default_hint(other),
+    }
+}
+
+/// Map the error of trait method `operation` on store `store`.
+pub(crate) fn operation(
+    store: &str,
+    operation: &'static str,
+    err: rusqlite::Error,
+) -> StorageError {
+    let kind = classify(&err);
+    StorageError::operation(store, operation, kind, hint(kind), err)
+}
+
+/// Map an engine error met while opening the database at `path`.
+pub(crate) fn open(store: &str, path: &Path, err: rusqlite::Error) -> StorageError {
+    let kind = classify(&err);
+    let hint = match kind {
+        ErrorKind::Busy => {
+            "another process held the database lock past the busy timeout while opening; retry \
+             or raise busy_timeout"
+        }
+        ErrorKind::Corrupt => {
+            "the file is not a SQLite database or is damaged; move it aside (a new store is \
+             created in its place) or restore it from a backup"
+        }
+        ErrorKind::ReadOnly => {
+            "the file or its directory is read-only; the store needs to write the file and \
+             its -wal and -shm companions: fix permissions"
+        }
+        ErrorKind::NotFound => {
+            "SQLite cannot open the file or create its -wal/-shm companions; check that the \
+             directory exists and is writable"
+        }
+        ErrorKind::StorageFull => "the disk is full; free space and retry",
+        other => default_hint(other),
+    };
+    StorageError::open(store, path, kind, hint, Some(Box::new(err)))
+}
+
+/// An open failure found by a check of our own, with no engine error underneath.
+pub(crate) fn open_check(
+    store: &str,
+    path: &Path,
+    kind: ErrorKind,
+    hint: impl Into<String>,
+) -> StorageError {
+    StorageError::open(store, path, kind, hint, None)
+}
+
+/// Map a file-system error met while preparing the database file or its directory.
+pub(crate) fn open_io(store: &str, path: &Path, err: io::Error) -> StorageError {
+    let (kind, hint) = match err.kind() {
+        io::ErrorKind::NotFound => (
+            ErrorKind::NotFound,
+            "the directory does not exist; create it (owner-only, mode 0700) or pick another path",
+        ),
+        io::ErrorKind::PermissionDenied => (
+            ErrorKind::PermissionDenied,
+            "the directory is not writable by this user, or is not owned by it; fix its \
+             ownership and permissions or pick another path",
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => (
+            ErrorKind::ReadOnly,
+            "the file system is read-only; pick a path on a writable one",
+        ),
+        io::ErrorKind::StorageFull => (ErrorKind::StorageFull, "the disk is full; free space"),
+        _ => (
+            ErrorKind::Other,
+            "the file could not be created; see the source",
+        ),
+    };
+    StorageError::open(store, path, kind, hint, Some(Box::new(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn engine_codes_map_to_kinds() {
+        let cases = [
+            (ffi::SQLITE_BUSY, ErrorKind::Busy),
+            (ffi::SQLITE_LOCKED, ErrorKind::Busy),
+            (ffi::SQLITE_FULL, ErrorKind::StorageFull),
+            (ffi::SQLITE_READONLY, ErrorKind::ReadOnly),
+            (ffi::SQLITE_READONLY_DBMOVED, ErrorKind::ReadOnly),
+            (ffi::SQLITE_CORRUPT, ErrorKind::Corrupt),
+            (ffi::SQLITE_NOTADB, ErrorKind::Corrupt),
+            (ffi::SQLITE_CANTOPEN, ErrorKind::NotFound),
+            (ffi::SQLITE_PERM, ErrorKind::PermissionDenied),
+            (ffi::SQLITE_TOOBIG, ErrorKind::TooLarge),
+            (ffi::SQLITE_IOERR_WRITE, ErrorKind::StorageFull),
+            (ffi::SQLITE_IOERR_READ, ErrorKind::Other),
+            (ffi::SQLITE_MISUSE, ErrorKind::Other),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(classify(&failure(code)), kind, "code {code}");
+        }
+    }
+
+    #[test]
+    fn busy_is_retryable_and_keeps_the_source() {
+        let err = operation("sqlite:/x.db", "queue_pop", failure(ffi::SQLITE_BUSY));
+        assert!(err.is_retryable());
+        assert!(std::error::Error::source(&err).is_some());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("queue_pop") && msg.contains("sqlite:/x.db"),
+            "{msg}"
+        );
+    }
+}

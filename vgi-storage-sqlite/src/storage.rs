@@ -1,0 +1,645 @@
+//! [`SqliteStorage`]: the backend itself.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use vgi_storage_core::{
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
+    StorageError, check_value_len, dirs, gc_cutoff_millis,
+};
+
+use crate::config::{Options, SqliteBuilder};
+use crate::error::{self, BACKEND};
+use crate::schema;
+
+/// The largest value accepted: a little under SQLite's default row limit
+/// (`SQLITE_MAX_LENGTH`, 1e9 bytes), leaving room for the scope and key in the row.
+pub const MAX_VALUE_LEN: usize = 1_000_000_000 - (16 << 20);
+
+const CAPABILITIES: Capabilities = Capabilities::new()
+    .with_durable(true)
+    .with_shared_across_processes(true)
+    .with_max_value_len(MAX_VALUE_LEN);
+
+/// Scopes one `gc` transaction removes at most, so a large sweep does not
+/// hold the write lock for long.
+const GC_BATCH: i64 = 512;
+
+const TOUCH: &str = "INSERT INTO vgi_scope (scope, touched_at) VALUES (?1, ?2)
+    ON CONFLICT (scope) DO UPDATE SET touched_at = excluded.touched_at
+    WHERE touched_at <> excluded.touched_at";
+const KV_GET: &str = "SELECT value FROM vgi_kv WHERE scope = ?1 AND key = ?2";
+const KV_PUT: &str = "INSERT INTO vgi_kv (scope, key, value) VALUES (?1, ?2, ?3)
+    ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value";
+const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
+const LOG_APPEND: &str = "INSERT INTO vgi_log (scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)";
+const LOG_SCAN: &str = "SELECT id, value FROM vgi_log
+    WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4 ORDER BY id LIMIT ?5";
+const QUEUE_PUSH: &str = "INSERT INTO vgi_queue (scope, value) VALUES (?1, ?2)";
+const QUEUE_POP: &str = "DELETE FROM vgi_queue WHERE id =
+    (SELECT id FROM vgi_queue WHERE scope = ?1 ORDER BY id LIMIT 1) RETURNING value";
+const CLEAR: [&str; 4] = [
+    "DELETE FROM vgi_kv WHERE scope = ?1",
+    "DELETE FROM vgi_log WHERE scope = ?1",
+    "DELETE FROM vgi_queue WHERE scope = ?1",
+    "DELETE FROM vgi_scope WHERE scope = ?1",
+];
+const GC_STALE: &str = "SELECT scope FROM vgi_scope WHERE touched_at < ?1 LIMIT ?2";
+
+/// A durable store in one SQLite file (WAL mode), shared by every process that
+/// opens the same path.
+///
+/// One write connection serves every call that may write, each in its own
+/// `BEGIN IMMEDIATE` transaction; a small pool of read connections serves
+/// `kv_get` and `scan` without queueing behind writes. See the crate docs.
+pub struct SqliteStorage {
+    name: String,
+    path: PathBuf,
+    clock: SharedClock,
+    writer: Mutex<Connection>,
+    readers: ReadPool,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStorage {
+    /// Open (or create) the store at `path` with the default options.
+    ///
+    /// The file's directory must exist; a new file is created with mode 0600.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(path.as_ref()).open()
+    }
+
+    /// Start building a store at `path`, to set options before opening.
+    pub fn builder(path: impl Into<PathBuf>) -> SqliteBuilder {
+        SqliteBuilder::new(path.into())
+    }
+
+    /// The default path, `state.db` in the per-user owner-only directory
+    /// ([`dirs::default_dir`]), which this creates (mode 0700) or checks.
+    pub fn default_path() -> Result<PathBuf> {
+        dirs::default_dir()
+            .map(|dir| dir.join("state.db"))
+            .map_err(|e| error::open_io(BACKEND, &std::env::temp_dir(), e))
+    }
+
+    /// Open (or create) the store at [`SqliteStorage::default_path`] with the default options.
+    pub fn open_default() -> Result<Self> {
+        Self::open(Self::default_path()?)
+    }
+
+    /// The database file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn from_builder(b: SqliteBuilder) -> Result<Self> {
+        let SqliteBuilder {
+            path,
+            options,
+            clock,
+        } = b;
+        let name = format!("{BACKEND}:{}", path.display());
+        prepare_file(&name, &path)?;
+        let writer = open_writer(&name, &path, &options)?;
+        Ok(Self {
+            readers: ReadPool::new(path.clone(), options),
+            name,
+            path,
+            clock,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a call leaves no transaction open (the guard rolls it
+        // back while unwinding), so a poisoned connection is still usable.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction on the write connection,
+    /// with the clock read once the write lock is held.
+    fn write<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection, i64) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let conn = self.writer();
+        in_write_tx(&conn, || f(&conn, self.clock.now_millis()))
+            .map_err(|e| error::operation(&self.name, operation, e))
+    }
+
+    /// Run `f` on a read connection (or the write connection when there is no pool).
+    fn read<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let result = if self.readers.max == 0 {
+            f(&self.writer())
+        } else {
+            self.readers.with(f)
+        };
+        result.map_err(|e| error::operation(&self.name, operation, e))
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        check_value_len(&self.name, MAX_VALUE_LEN, len)
+    }
+}
+
+/// Check the directory and create the file owner-only before SQLite sees it.
+fn prepare_file(name: &str, path: &Path) -> Result<()> {
+    let text = path.as_os_str();
+    if text.is_empty() || text == ":memory:" || path.to_string_lossy().starts_with("file:") {
+        return Err(StorageError::Config {
+            store: name.to_owned(),
+            hint: "give the path of a database file; in-memory and URI databases are not \
+                   shared across processes (use the memory backend instead)"
+                .to_owned(),
+            source: None,
+        });
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(error::open_check(
+                name,
+                dir,
+                ErrorKind::NotFound,
+                "the parent of the database path is not a directory; pick another path",
+            ));
+        }
+        Err(e) => return Err(error::open_io(name, dir, e)),
+    }
+    dirs::ensure_private_file(path).map_err(|e| error::open_io(name, path, e))?;
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(error::open_check(
+            name,
+            path,
+            ErrorKind::InvalidInput,
+            "the path is not a regular file; give the path of a database file",
+        )),
+        Err(e) => Err(error::open_io(name, path, e)),
+    }
+}
+
+/// Open one connection and apply the per-connection settings.
+fn connect(path: &Path, options: &Options, query_only: bool) -> rusqlite::Result<Connection> {
+    // No CREATE flag: `prepare_file` made the file with the right mode, and a
+    // file deleted since then should fail rather than be recreated 0644.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    install_busy_handler(&mut conn, options.busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    let cache = -i64::from(options.cache_kib);
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA cache_size = {cache}; PRAGMA mmap_size = {};
+         PRAGMA query_only = {};",
+        options.synchronous.as_str(),
+        options.mmap_size,
+        i32::from(query_only),
+    ))?;
+    Ok(conn)
+}
+
+/// Wait for locks with short sleeps, up to `timeout`.
+///
+/// SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts,
+/// so a process waiting for the write lock almost never sees it free while
+/// another process commits small transactions back to back: one process takes
+/// every queue item while the other sleeps. Polling every 20 µs to 1 ms lets
+/// both make progress.
+fn install_busy_handler(conn: &mut Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let mut started = Instant::now();
+    conn.busy_handler(Some(move |attempt: i32| {
+        if attempt == 0 {
+            started = Instant::now();
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return false;
+        }
+        let pause = match attempt {
+            0..=7 => Duration::from_micros(20),
+            8..=63 => Duration::from_micros(100),
+            _ => Duration::from_millis(1),
+        };
+        std::thread::sleep(pause.min(timeout - waited));
+        true
+    }))
+}
+
+/// Open the write connection: WAL mode (checked), sanity checks, schema.
+fn open_writer(name: &str, path: &Path, options: &Options) -> Result<Connection> {
+    let fail = |e| error::open(name, path, e);
+    let conn = connect(path, options, false).map_err(fail)?;
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
+        return Err(error::open_check(
+            name,
+            path,
+            ErrorKind::ReadOnly,
+            "the database file is read-only for this user; make it writable (chmod u+w) or \
+             pick another path",
+        ));
+    }
+    // Reading the schema makes SQLite look at the file: a foreign or damaged
+    // file fails here with NOTADB/CORRUPT before anything is written to it.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(fail)?;
+    check_whole_pages(name, path, &conn)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(error::open_check(
+            name,
+            path,
+            ErrorKind::Other,
+            format!(
+                "the database cannot be put in WAL mode (it stays in {mode} mode), so \
+                 processes could not share it safely; put the file on a local file system \
+                 and make sure no other program holds it in exclusive locking mode"
+            ),
+        ));
+    }
+    conn.execute_batch("PRAGMA journal_size_limit = 67108864")
+        .map_err(fail)?;
+    let found = schema::version(&conn).map_err(fail)?;
+    if found > schema::VERSION {
+        return Err(newer_version(name, path, found));
+    }
+    if found < schema::VERSION {
+        let found = in_write_tx(&conn, || schema::migrate(&conn)).map_err(fail)?;
+        if found > schema::VERSION {
+            return Err(newer_version(name, path, found));
+        }
+    }
+    Ok(conn)
+}
+
+fn newer_version(name: &str, path: &Path, found: i64) -> StorageError {
+    error::open_check(
+        name,
+        path,
+        ErrorKind::IncompatibleVersion,
+        format!(
+            "the file has schema version {found}, written by a newer vgi-storage-sqlite than \
+             this one (which knows up to {}); upgrade this program or use another path",
+            schema::VERSION
+        ),
+    )
+}
+
+/// A database file is a whole number of pages; one cut mid-page was truncated.
+fn check_whole_pages(name: &str, path: &Path, conn: &Connection) -> Result<()> {
+    let page: u64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+        .map_err(|e| error::open(name, path, e))?
+        .max(512) as u64;
+    let len = fs::metadata(path)
+        .map_err(|e| error::open_io(name, path, e))?
+        .len();
+    if len % page != 0 {
+        return Err(error::open_check(
+            name,
+            path,
+            ErrorKind::Corrupt,
+            format!(
+                "the file is {len} bytes, not a whole number of {page}-byte pages: it was \
+                 truncated; restore it from a backup or move it aside to start empty"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Run `f` between `BEGIN IMMEDIATE` and `COMMIT`, rolling back on any error.
+///
+/// IMMEDIATE takes the write lock up front (waiting in the busy handler), so a
+/// transaction that reads before it writes can never fail half-way with an
+/// unrecoverable SQLITE_BUSY.
+fn in_write_tx<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let guard = Rollback(conn);
+    let out = f()?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    std::mem::forget(guard);
+    Ok(out)
+}
+
+/// Rolls the open transaction back when dropped (on error or unwind).
+struct Rollback<'a>(&'a Connection);
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        // SQLite may already have rolled back (e.g. after SQLITE_FULL); then
+        // ROLLBACK fails harmlessly with "no transaction is active".
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Read connections, opened as needed up to `max`, each used by one call at a time.
+struct ReadPool {
+    path: PathBuf,
+    options: Options,
+    max: usize,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf, options: Options) -> Self {
+        Self {
+            max: options.read_connections,
+            path,
+            options,
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let conn = {
+            let mut state = self.lock();
+            loop {
+                if let Some(conn) = state.idle.pop() {
+                    break conn;
+                }
+                if state.open < self.max {
+                    state.open += 1;
+                    drop(state);
+                    match connect(&self.path, &self.options, true) {
+                        Ok(conn) => break conn,
+                        Err(e) => {
+                            self.lock().open -= 1;
+                            self.freed.notify_one();
+                            return Err(e);
+                        }
+                    }
+                }
+                state = self
+                    .freed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        let out = f(&conn);
+        self.lock().idle.push(conn);
+        self.freed.notify_one();
+        out
+    }
+}
+
+fn touch(conn: &Connection, scope: &[u8], now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(TOUCH)?.execute(params![scope, now])?;
+    Ok(())
+}
+
+fn kv_get_on(conn: &Connection, scope: &[u8], key: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(KV_GET)?
+        .query_row(params![scope, key], |r| r.get(0))
+        .optional()
+}
+
+fn kv_put_on(conn: &Connection, scope: &[u8], key: &[u8], value: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(KV_PUT)?
+        .execute(params![scope, key, value])?;
+    Ok(())
+}
+
+fn append_on(
+    conn: &Connection,
+    scope: &[u8],
+    ns: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(LOG_APPEND)?
+        .execute(params![scope, ns, key, value])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn clear_on(conn: &Connection, scope: &[u8]) -> rusqlite::Result<()> {
+    for sql in CLEAR {
+        conn.prepare_cached(sql)?.execute([scope])?;
+    }
+    Ok(())
+}
+
+impl FunctionStorage for SqliteStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read("kv_get", |conn| kv_get_on(conn, scope, key))
+    }
+
+    fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_len(value.len())?;
+        self.write("kv_put", |conn, now| {
+            kv_put_on(conn, scope, key, value)?;
+            touch(conn, scope, now)
+        })
+    }
+
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for (_, v) in entries {
+            self.check_len(v.len())?;
+        }
+        self.write("kv_put_batch", |conn, now| {
+            for (k, v) in entries {
+                kv_put_on(conn, scope, k, v)?;
+            }
+            touch(conn, scope, now)
+        })
+    }
+
+    fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        self.write("kv_del", |conn, _| {
+            conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
+            Ok(())
+        })
+    }
+
+    fn kv_compare_and_swap(
+        &self,
+        scope: &[u8],
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        if let Some(v) = new {
+            self.check_len(v.len())?;
+        }
+        self.write("kv_compare_and_swap", |conn, now| {
+            let current = kv_get_on(conn, scope, key)?;
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(v) => kv_put_on(conn, scope, key, v)?,
+                None if current.is_some() => {
+                    conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
+                }
+                None => {}
+            }
+            touch(conn, scope, now)?;
+            Ok(true)
+        })
+    }
+
+    fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
+        self.check_len(value.len())?;
+        self.write("append", |conn, now| {
+            let id = append_on(conn, scope, ns, key, value)?;
+            touch(conn, scope, now)?;
+            Ok(id)
+        })
+    }
+
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        for v in values {
+            self.check_len(v.len())?;
+        }
+        self.write("append_batch", |conn, now| {
+            let ids = values
+                .iter()
+                .map(|v| append_on(conn, scope, ns, key, v))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            touch(conn, scope, now)?;
+            Ok(ids)
+        })
+    }
+
+    fn scan(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("scan", |conn| {
+            let mut stmt = conn.prepare_cached(LOG_SCAN)?;
+            let rows = stmt.query_map(params![scope, ns, key, after_id, limit], |r| {
+                Ok(LogEntry {
+                    id: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for item in items {
+            self.check_len(item.len())?;
+        }
+        self.write("queue_push", |conn, now| {
+            let mut stmt = conn.prepare_cached(QUEUE_PUSH)?;
+            for item in items {
+                stmt.execute(params![scope, item])?;
+            }
+            touch(conn, scope, now)
+        })
+    }
+
+    fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.write("queue_pop", |conn, _| {
+            conn.prepare_cached(QUEUE_POP)?
+                .query_row([scope], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn clear(&self, scope: &[u8]) -> Result<()> {
+        self.write("clear", |conn, _| clear_on(conn, scope))
+    }
+
+    fn gc(&self, ttl: Duration) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        loop {
+            // Each batch selects and deletes under one write lock, with the
+            // cutoff taken once the lock is held: a scope written before the
+            // lock was taken is seen with its new stamp, one written after is
+            // not deleted by this transaction.
+            let removed = self.write("gc", |conn, now| {
+                let Some(cutoff) = gc_cutoff_millis(now, ttl) else {
+                    return Ok(Vec::new());
+                };
+                let stale = conn
+                    .prepare_cached(GC_STALE)?
+                    .query_map(params![cutoff, GC_BATCH], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for scope in &stale {
+                    clear_on(conn, scope)?;
+                }
+                Ok(stale)
+            })?;
+            let done = (removed.len() as i64) < GC_BATCH;
+            report.scopes.extend(removed);
+            if done {
+                return Ok(report);
+            }
+        }
+    }
+}
