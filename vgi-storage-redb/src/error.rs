@@ -56,11 +56,7 @@ fn storage_kind(err: &redb::StorageError) -> (ErrorKind, &'static str) {
 }
 
 /// An error from `Builder::create` or the first transaction of an open.
-pub(crate) fn open_error(
-    store: &str,
-    path: &Path,
-    err: impl Into<redb::Error>,
-) -> StorageError {
+pub(crate) fn open_error(store: &str, path: &Path, err: impl Into<redb::Error>) -> StorageError {
     let err: redb::Error = err.into();
     let (kind, hint): (ErrorKind, String) = match &err {
         redb::Error::DatabaseAlreadyOpen => (ErrorKind::AlreadyOpen, ALREADY_OPEN_HINT.to_owned()),
@@ -119,9 +115,7 @@ pub(crate) fn op_error(
     let err: redb::Error = err.into();
     let (kind, hint) = match &err {
         redb::Error::Corrupted(_) => storage_kind(&redb::StorageError::Corrupted(String::new())),
-        redb::Error::ValueTooLarge(_) => {
-            storage_kind(&redb::StorageError::ValueTooLarge(0))
-        }
+        redb::Error::ValueTooLarge(_) => storage_kind(&redb::StorageError::ValueTooLarge(0)),
         redb::Error::Io(io) => {
             let kind = io_kind(io);
             (kind, default_hint(kind))

@@ -51,13 +51,16 @@ impl Group {
             state.leading = true;
             let queued = mem::take(&mut state.pending);
             drop(state);
-            return self.lead(store, Some(op), queued, None, run);
+            return self.lead(store, Some(op), &queued, None, run);
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.pending.push((ticket, op.to_owned_op()));
         loop {
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(result) = state.done.remove(&ticket) {
                 return result;
             }
@@ -65,7 +68,7 @@ impl Group {
                 state.leading = true;
                 let queued = mem::take(&mut state.pending);
                 drop(state);
-                return self.lead(store, None, queued, Some(ticket), run);
+                return self.lead(store, None, &queued, Some(ticket), run);
             }
         }
     }
@@ -76,7 +79,7 @@ impl Group {
         &self,
         store: &str,
         own: Option<Op<'_>>,
-        queued: Vec<(u64, OwnedOp)>,
+        queued: &[(u64, OwnedOp)],
         own_ticket: Option<u64>,
         run: &dyn Fn(&[Op<'_>]) -> Vec<Result<Reply>>,
     ) -> Result<Reply> {

@@ -16,6 +16,7 @@
 //! byte string `s ++ [0]` is the immediate successor of `s`, so nothing of another
 //! scope falls between them, whatever bytes (empty, NUL, 0xFF) the scopes hold.
 
+use std::slice;
 use std::time::Duration;
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -24,8 +25,10 @@ use vgi_storage_core::{GcReport, gc_cutoff_millis};
 /// `(scope, key) -> value`.
 pub(crate) const KV: TableDefinition<(&[u8], &[u8]), &[u8]> = TableDefinition::new("kv");
 /// `(scope, ns, key, id) -> value`.
-pub(crate) const LOG: TableDefinition<(&[u8], &[u8], &[u8], u64), &[u8]> =
-    TableDefinition::new("log");
+pub(crate) const LOG: TableDefinition<LogKey, &[u8]> = TableDefinition::new("log");
+
+/// `(scope, ns, key, id)`.
+pub(crate) type LogKey = (&'static [u8], &'static [u8], &'static [u8], u64);
 /// `(scope, seq) -> item`.
 pub(crate) const QUEUE: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("queue");
 /// `scope -> last write (ms)`.
@@ -144,7 +147,9 @@ impl Op<'_> {
     /// Copy the arguments.
     pub(crate) fn to_owned_op(self) -> OwnedOp {
         match self {
-            Op::KvPut { scope, key, value } => OwnedOp::KvPut(scope.into(), key.into(), value.into()),
+            Op::KvPut { scope, key, value } => {
+                OwnedOp::KvPut(scope.into(), key.into(), value.into())
+            }
             Op::KvDel { scope, key } => OwnedOp::KvDel(scope.into(), key.into()),
             Op::Cas {
                 scope,
@@ -169,7 +174,9 @@ impl Op<'_> {
                 key,
                 values,
             } => OwnedOp::AppendBatch(scope.into(), ns.into(), key.into(), values.to_vec()),
-            Op::KvPutBatch { scope, entries } => OwnedOp::KvPutBatch(scope.into(), entries.to_vec()),
+            Op::KvPutBatch { scope, entries } => {
+                OwnedOp::KvPutBatch(scope.into(), entries.to_vec())
+            }
             Op::QueuePush { scope, items } => OwnedOp::QueuePush(scope.into(), items.to_vec()),
             Op::QueuePop { scope } => OwnedOp::QueuePop(scope.into()),
             Op::Clear { scope } => OwnedOp::Clear(scope.into()),
@@ -225,7 +232,7 @@ pub(crate) enum Reply {
 }
 
 type KvTable<'t> = Table<'t, (&'static [u8], &'static [u8]), &'static [u8]>;
-type LogTable<'t> = Table<'t, (&'static [u8], &'static [u8], &'static [u8], u64), &'static [u8]>;
+type LogTable<'t> = Table<'t, LogKey, &'static [u8]>;
 type QueueTable<'t> = Table<'t, (&'static [u8], u64), &'static [u8]>;
 type TouchTable<'t> = Table<'t, &'static [u8], i64>;
 type TouchByTimeTable<'t> = Table<'t, (i64, &'static [u8]), ()>;
@@ -320,30 +327,15 @@ impl<'t> Tx<'t> {
                 key,
                 value,
             } => {
-                let id = self.next(true, 1)?;
-                table!(self.log, LOG).insert((scope, ns, key, id), value)?;
-                self.touch(scope)?;
-                Reply::Id(id as i64)
+                let ids = self.append(scope, ns, key, slice::from_ref(&value))?;
+                Reply::Id(ids.first().copied().unwrap_or_default())
             }
             Op::AppendBatch {
                 scope,
                 ns,
                 key,
                 values,
-            } => {
-                if values.is_empty() {
-                    return Ok(Reply::Ids(Vec::new()));
-                }
-                let first = self.next(true, values.len() as u64)?;
-                let log = table!(self.log, LOG);
-                let mut ids = Vec::with_capacity(values.len());
-                for (id, value) in (first..).zip(values) {
-                    log.insert((scope, ns, key, id), value.as_slice())?;
-                    ids.push(id as i64);
-                }
-                self.touch(scope)?;
-                Reply::Ids(ids)
-            }
+            } => Reply::Ids(self.append(scope, ns, key, values)?),
             Op::KvPutBatch { scope, entries } => {
                 if !entries.is_empty() {
                     let kv = table!(self.kv, KV);
@@ -365,22 +357,7 @@ impl<'t> Tx<'t> {
                 }
                 Reply::Unit
             }
-            Op::QueuePop { scope } => {
-                let end = successor(scope);
-                let queue = table!(self.queue, QUEUE);
-                let first = queue
-                    .range((scope, 0)..(end.as_slice(), 0))?
-                    .next()
-                    .transpose()?
-                    .map(|(k, v)| (k.value().1, v.value().to_vec()));
-                match first {
-                    Some((seq, item)) => {
-                        queue.remove((scope, seq))?;
-                        Reply::Item(Some(item))
-                    }
-                    None => Reply::Item(None),
-                }
-            }
+            Op::QueuePop { scope } => Reply::Item(self.pop(scope)?),
             Op::Clear { scope } => {
                 self.clear(scope)?;
                 Reply::Unit
@@ -388,6 +365,43 @@ impl<'t> Tx<'t> {
             Op::Gc { ttl } => Reply::Gc(self.gc(ttl)?),
             Op::Flush => Reply::Unit,
         })
+    }
+
+    /// Append `values` to one log; ids in order.
+    fn append<V: AsRef<[u8]>>(
+        &mut self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[V],
+    ) -> Result<Vec<i64>, redb::Error> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next(true, values.len() as u64)?;
+        let log = table!(self.log, LOG);
+        let mut ids = Vec::with_capacity(values.len());
+        for (id, value) in (first..).zip(values) {
+            log.insert((scope, ns, key, id), value.as_ref())?;
+            ids.push(id as i64);
+        }
+        self.touch(scope)?;
+        Ok(ids)
+    }
+
+    /// Remove and return the first item of the queue of `scope`.
+    fn pop(&mut self, scope: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
+        let end = successor(scope);
+        let queue = table!(self.queue, QUEUE);
+        let first = queue
+            .range((scope, 0)..(end.as_slice(), 0))?
+            .next()
+            .transpose()?
+            .map(|(k, v)| (k.value().1, v.value().to_vec()));
+        if let Some((seq, _)) = &first {
+            queue.remove((scope, *seq))?;
+        }
+        Ok(first.map(|(_, item)| item))
     }
 
     /// Write the counters back; call once, after the last `apply`.
@@ -411,16 +425,12 @@ impl<'t> Tx<'t> {
         };
         let first = match loaded {
             Some(next) => next,
-            None => table!(self.meta, META)
-                .get(name)?
-                .map_or(1, |v| v.value()),
+            None => table!(self.meta, META).get(name)?.map_or(1, |v| v.value()),
         };
         let after = first
             .checked_add(n)
             .filter(|after| *after - 1 <= MAX_ID)
-            .ok_or_else(|| {
-                redb::Error::Corrupted(format!("{name} counter would pass {MAX_ID}"))
-            })?;
+            .ok_or_else(|| redb::Error::Corrupted(format!("{name} counter would pass {MAX_ID}")))?;
         let counter = if ids { &mut self.ids } else { &mut self.seqs };
         counter.next = Some(after);
         counter.dirty = true;
@@ -449,9 +459,8 @@ impl<'t> Tx<'t> {
         let end = end.as_slice();
         let none: &[u8] = &[];
         table!(self.kv, KV).retain_in((scope, none)..(end, none), |_, _| false)?;
-        table!(self.log, LOG).retain_in((scope, none, none, 0)..(end, none, none, 0), |_, _| {
-            false
-        })?;
+        table!(self.log, LOG)
+            .retain_in((scope, none, none, 0)..(end, none, none, 0), |_, _| false)?;
         table!(self.queue, QUEUE).retain_in((scope, 0)..(end, 0), |_, _| false)?;
         let old = table!(self.touch, TOUCH).remove(scope)?.map(|g| g.value());
         if let Some(old) = old {

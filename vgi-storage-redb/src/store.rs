@@ -12,7 +12,7 @@ use vgi_storage_core::{
     StorageError, check_value_len, dirs, system_clock,
 };
 
-use crate::error::{open_error, open_io_error, op_error, schema_error};
+use crate::error::{op_error, open_error, open_io_error, schema_error};
 use crate::group::Group;
 use crate::ops::{
     KV, LOG, META, NEXT_ID, NEXT_SEQ, Op, QUEUE, Reply, SCHEMA, SCHEMA_VERSION, TOUCH,
@@ -113,12 +113,11 @@ impl RedbBuilder {
                 source: None,
             });
         }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                dirs::ensure_private_dir(parent).map_err(|e| {
-                    open_io_error(&name, &path, "cannot create the store's directory", e)
-                })?;
-            }
+        // A directory we create is owner-only; an existing one is the caller's to manage.
+        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+            dirs::ensure_private_dir(parent).map_err(|e| {
+                open_io_error(&name, &path, "cannot create the store's directory", e)
+            })?;
         }
         dirs::ensure_private_file(&path)
             .map_err(|e| open_io_error(&name, &path, "cannot create the store's file", e))?;
@@ -448,7 +447,9 @@ impl FunctionStorage for RedbStorage {
         if entries.is_empty() {
             return Ok(());
         }
-        entries.iter().try_for_each(|(_, v)| self.check_len(v.len()))?;
+        entries
+            .iter()
+            .try_for_each(|(_, v)| self.check_len(v.len()))?;
         self.write(Op::KvPutBatch { scope, entries }).map(drop)
     }
 

@@ -41,7 +41,11 @@ fn a_truncated_database_is_an_error() -> TestResult {
         file.set_len(keep)?;
         drop(file);
         let err = open_err(&path)?;
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "truncated to {keep}: {err:?}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Corrupt,
+            "truncated to {keep}: {err:?}"
+        );
     }
     Ok(())
 }
@@ -74,7 +78,10 @@ fn a_second_handle_in_this_process_is_already_open() -> TestResult {
     assert_eq!(err.kind(), ErrorKind::AlreadyOpen);
     first.kv_put(b"s", b"k", b"v")?;
     drop(first);
-    assert_eq!(RedbStorage::open(&path)?.kv_get(b"s", b"k")?, Some(b"v".to_vec()));
+    assert_eq!(
+        RedbStorage::open(&path)?.kv_get(b"s", b"k")?,
+        Some(b"v".to_vec())
+    );
     Ok(())
 }
 
