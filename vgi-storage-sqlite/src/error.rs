@@ -120,6 +120,59 @@ pub(crate) fn open_check(
     StorageError::open(store, path, kind, hint, None)
 }
 
+/// Map the failure to create the database file in an existing directory.
+pub(crate) fn open_create(store: &str, path: &Path, err: io::Error) -> StorageError {
+    match err.kind() {
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => StorageError::open(
+            store,
+            path,
+            ErrorKind::ReadOnly,
+            "cannot create the database file: its directory is read-only for this user; make \
+             it writable or pick another path",
+            Some(Box::new(err)),
+        ),
+        _ => open_io(store, path, err),
+    }
+}
+
+/// SQLite says CANTOPEN both for a missing file and for a -wal/-shm companion
+/// it cannot create; tell the second apart by trying to create a file beside it.
+pub(crate) fn open_in_dir(store: &str, path: &Path, err: rusqlite::Error) -> StorageError {
+    if classify(&err) == ErrorKind::NotFound {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let probe = dir.join(format!(".vgi-storage-probe-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                return StorageError::open(
+                    store,
+                    path,
+                    ErrorKind::ReadOnly,
+                    "the directory is read-only, so SQLite cannot create the -wal and -shm \
+                     files it needs beside the database; make the directory writable",
+                    Some(Box::new(err)),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    open(store, path, err)
+}
+
 /// Map a file-system error met while preparing the database file or its directory.
 pub(crate) fn open_io(store: &str, path: &Path, err: io::Error) -> StorageError {
     let (kind, hint) = match err.kind() {

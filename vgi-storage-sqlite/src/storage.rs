@@ -186,7 +186,7 @@ fn prepare_file(name: &str, path: &Path) -> Result<()> {
         }
         Err(e) => return Err(error::open_io(name, dir, e)),
     }
-    dirs::ensure_private_file(path).map_err(|e| error::open_io(name, path, e))?;
+    dirs::ensure_private_file(path).map_err(|e| error::open_create(name, path, e))?;
     match fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),
         Ok(_) => Err(error::open_check(
@@ -240,14 +240,14 @@ fn install_busy_handler(conn: &mut Connection, timeout: Duration) -> rusqlite::R
             8..=63 => Duration::from_micros(100),
             _ => Duration::from_millis(1),
         };
-        std::thread::sleep(pause.min(timeout - waited));
+        std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
         true
     }))
 }
 
 /// Open the write connection: WAL mode (checked), sanity checks, schema.
 fn open_writer(name: &str, path: &Path, options: &Options) -> Result<Connection> {
-    let fail = |e| error::open(name, path, e);
+    let fail = |e| error::open_in_dir(name, path, e);
     let conn = connect(path, options, false).map_err(fail)?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
         return Err(error::open_check(
