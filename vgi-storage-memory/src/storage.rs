@@ -149,13 +149,20 @@ impl MemoryStorage {
         if state.removed || !remove(&state) {
             return None;
         }
-        let taken = std::mem::take(&mut *state);
+        Some(self.take_out(scope, slot, &mut state))
+    }
+
+    /// Empty `state`, the locked state of `slot`, mark it removed and take the
+    /// slot out of the map. The caller holds the slot's lock throughout, so
+    /// nobody can write to the slot between its caller's check and its removal,
+    /// and a writer that fetched the slot earlier sees `removed` once it gets
+    /// the lock.
+    fn take_out(&self, scope: &[u8], slot: &Slot, state: &mut ScopeState) -> ScopeState {
+        let taken = std::mem::take(state);
         state.removed = true;
-        // Still holding the scope's lock: nobody can write to this slot between
-        // the check above and its removal from the map.
         self.scopes
             .remove_if(scope, |_, current| Arc::ptr_eq(current, slot));
-        Some(taken)
+        taken
     }
 
     /// Reserve `n` consecutive log ids and return the first.
@@ -515,6 +522,34 @@ mod tests {
             "a never-written scope is not reported"
         );
         assert_eq!(store.scope_count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_writer_holding_a_slot_removed_before_it_locks_writes_to_a_new_one() -> Result<()> {
+        let store = MemoryStorage::new();
+        store.kv_put(b"s", b"k", b"old")?;
+        let Some(slot) = store.slot(b"s") else {
+            panic!("the scope has no slot");
+        };
+        let mut state = lock(&slot);
+        let written = std::thread::scope(|s| {
+            let writer = s.spawn(|| store.kv_put(b"s", b"k", b"new"));
+            // The map, this test and the writer: the writer has fetched the slot
+            // and now waits for its lock.
+            while Arc::strong_count(&slot) < 3 {
+                std::thread::yield_now();
+            }
+            let _taken = store.take_out(b"s", &slot, &mut state);
+            drop(state);
+            writer.join()
+        });
+        assert!(matches!(written, Ok(Ok(()))));
+        assert_eq!(
+            store.kv_get(b"s", b"k")?,
+            Some(b"new".to_vec()),
+            "the write was lost"
+        );
         Ok(())
     }
 
