@@ -416,10 +416,13 @@ fn gc_racing_writers_never_loses_a_write() -> TestResult {
                 "lost an append"
             );
         }
+        // This round's scopes were all rewritten, so none is stale. (Earlier
+        // rounds' scopes may be, if the sweeper did not get to them.)
         let rest = store.gc(Duration::from_secs(30))?.scopes;
+        let fresh: HashSet<_> = scopes.iter().collect();
         assert!(
-            rest.is_empty(),
-            "every scope was rewritten, none is stale: {rest:?}"
+            !rest.iter().any(|scope| fresh.contains(scope)),
+            "gc removed a rewritten scope: {rest:?}"
         );
     }
     Ok(())
