@@ -1,1 +1,16 @@
-//! vgi-storage backend: postgres (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod pool;
+mod schema;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{
+    DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA,
+    PostgresBuilder, PostgresSource,
+};
+pub use postgres::Config as PgConfig;
+pub use store::{MAX_VALUE_LEN, PostgresStorage};

@@ -1,0 +1,501 @@
+//! Connection settings: URL and libpq environment parsing, and the builder.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::config::{Host, SslMode};
+use vgi_storage_core::{Result, SharedClock, system_clock};
+
+use crate::error;
+use crate::store::PostgresStorage;
+
+/// The schema the store's tables live in when none is given.
+pub const DEFAULT_SCHEMA: &str = "vgi_storage";
+/// How many connections a store opens at most, when not set.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+/// How long a call waits for a free pooled connection, when not set.
+pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening one connection may take, when neither the URL nor the builder says.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a store's connection settings come from; see [`PostgresStorage::builder`].
+///
+/// Built with `From`: a `&str`/`String` is a connection string (a
+/// `postgres://user@host:port/db?...` URL or libpq `key=value` pairs), a
+/// [`postgres::Config`] is used as given.
+pub enum PostgresSource {
+    /// A connection string, parsed when the store connects.
+    Url(String),
+    /// Ready-made client settings.
+    Config(Box<postgres::Config>),
+    /// The libpq environment variables (`PGHOST`, `PGPORT`, `PGUSER`,
+    /// `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`).
+    Env,
+}
+
+impl fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A URL may carry a password: never print it.
+        match self {
+            Self::Url(_) => f.write_str("Url(<redacted>)"),
+            Self::Config(c) => f.debug_tuple("Config").field(&describe(c, "")).finish(),
+            Self::Env => f.write_str("Env"),
+        }
+    }
+}
+
+impl From<&str> for PostgresSource {
+    fn from(url: &str) -> Self {
+        Self::Url(url.to_owned())
+    }
+}
+
+impl From<String> for PostgresSource {
+    fn from(url: String) -> Self {
+        Self::Url(url)
+    }
+}
+
+impl From<&String> for PostgresSource {
+    fn from(url: &String) -> Self {
+        Self::Url(url.clone())
+    }
+}
+
+impl From<postgres::Config> for PostgresSource {
+    fn from(config: postgres::Config) -> Self {
+        Self::Config(Box::new(config))
+    }
+}
+
+/// Settings for a [`PostgresStorage`], from [`PostgresStorage::builder`].
+///
+/// `Debug` never shows the password.
+pub struct PostgresBuilder {
+    pub(crate) source: PostgresSource,
+    pub(crate) schema: Option<String>,
+    pub(crate) pool_size: usize,
+    pub(crate) checkout_timeout: Duration,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) clock: SharedClock,
+}
+
+impl fmt::Debug for PostgresBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBuilder")
+            .field("source", &self.source)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl PostgresBuilder {
+    pub(crate) fn new(source: PostgresSource) -> Self {
+        Self {
+            source,
+            schema: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
+            connect_timeout: None,
+            clock: system_clock(),
+        }
+    }
+
+    /// The schema to keep the store's tables in (default `vgi_storage`, or the
+    /// URL's `schema=` parameter). It must be a plain identifier: ASCII letters,
+    /// digits and `_`, not starting with a digit, at most 63 bytes.
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The most connections the store opens (default 8; 0 is treated as 1).
+    /// Connections are opened on demand and kept for reuse.
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long a call waits for a free connection before it fails with
+    /// [`ErrorKind::Unavailable`](vgi_storage_core::ErrorKind::Unavailable) (default 30 s).
+    #[must_use]
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// How long opening one connection may take (default: the URL's
+    /// `connect_timeout`, else 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The clock that stamps writes for `gc` (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connect, create or check the schema, and return the store.
+    pub fn connect(self) -> Result<PostgresStorage> {
+        PostgresStorage::open(self)
+    }
+
+    /// The client settings and schema this builder resolves to.
+    pub(crate) fn resolve(&self) -> Result<(postgres::Config, String)> {
+        let (mut config, url_schema) = match &self.source {
+            PostgresSource::Url(url) => parse_url(url, &EnvVars::process())?,
+            PostgresSource::Config(c) => ((**c).clone(), None),
+            PostgresSource::Env => (config_from_env(&EnvVars::process())?, None),
+        };
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(tls_unsupported());
+        }
+        if let Some(t) = self.connect_timeout {
+            config.connect_timeout(t);
+        } else if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_hosts().is_empty() {
+            default_host(&mut config);
+        }
+        // CREATE ... IF NOT EXISTS sends notices; the client would log each one.
+        config.notice_callback(|_| {});
+        let schema = self
+            .schema
+            .clone()
+            .or(url_schema)
+            .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        validate_schema(&schema)?;
+        Ok((config, schema))
+    }
+}
+
+/// The libpq variables, read once, so parsing can be tested without touching the environment.
+#[derive(Default)]
+pub(crate) struct EnvVars {
+    host: Option<String>,
+    port: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    dbname: Option<String>,
+    sslmode: Option<String>,
+    appname: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+impl EnvVars {
+    fn process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            host: var("PGHOST"),
+            port: var("PGPORT"),
+            user: var("PGUSER"),
+            password: var("PGPASSWORD"),
+            dbname: var("PGDATABASE"),
+            sslmode: var("PGSSLMODE"),
+            appname: var("PGAPPNAME"),
+            connect_timeout: var("PGCONNECT_TIMEOUT"),
+        }
+    }
+}
+
+fn tls_unsupported() -> vgi_storage_core::StorageError {
+    error::config(
+        "sslmode asks for TLS, which this build of vgi-storage-postgres does not support; \
+         refusing to connect in clear: use sslmode=disable or sslmode=prefer (plain connections) \
+         on a trusted network, or reach the server through a TLS tunnel",
+        None,
+    )
+}
+
+fn is_tls_mode(mode: &str) -> bool {
+    matches!(mode, "require" | "verify-ca" | "verify-full")
+}
+
+/// Parse a connection string: a `postgres://` / `postgresql://` URL or libpq
+/// `key=value` pairs. Our own `schema=NAME` URL parameter is taken out first;
+/// settings the string leaves out come from the libpq variables, as libpq does.
+pub(crate) fn parse_url(url: &str, env: &EnvVars) -> Result<(postgres::Config, Option<String>)> {
+    let mut schema = None;
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let cleaned = if is_url {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    match key {
+                        "schema" => schema = Some(value.to_owned()),
+                        "sslmode" if is_tls_mode(value) => return Err(tls_unsupported()),
+                        _ => kept.push(pair),
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_owned(),
+        }
+    } else {
+        if url
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .any(|(k, v)| k == "sslmode" && is_tls_mode(v.trim_matches('\'')))
+        {
+            return Err(tls_unsupported());
+        }
+        url.to_owned()
+    };
+    // The parse error never contains the string itself, so the password stays out of it.
+    let mut config = postgres::Config::from_str(&cleaned).map_err(|e| {
+        error::config(
+            "the connection string is not a valid postgres:// URL or key=value list",
+            Some(Box::new(e)),
+        )
+    })?;
+    fill_from_env(&mut config, env)?;
+    Ok((config, schema))
+}
+
+/// Settings entirely from the libpq variables.
+pub(crate) fn config_from_env(env: &EnvVars) -> Result<postgres::Config> {
+    let mut config = postgres::Config::new();
+    fill_from_env(&mut config, env)?;
+    Ok(config)
+}
+
+fn fill_from_env(config: &mut postgres::Config, env: &EnvVars) -> Result<()> {
+    if config.get_hosts().is_empty()
+        && let Some(hosts) = &env.host
+    {
+        for host in hosts.split(',') {
+            if host.starts_with('/') {
+                config.host_path(host);
+            } else {
+                config.host(host);
+            }
+        }
+    }
+    if config.get_ports().is_empty()
+        && let Some(port) = &env.port
+    {
+        let port = port.parse::<u16>().map_err(|e| {
+            error::config("PGPORT is not a port number (1-65535)", Some(Box::new(e)))
+        })?;
+        config.port(port);
+    }
+    if config.get_user().is_none()
+        && let Some(user) = &env.user
+    {
+        config.user(user);
+    }
+    if config.get_password().is_none()
+        && let Some(password) = &env.password
+    {
+        config.password(password);
+    }
+    if config.get_dbname().is_none()
+        && let Some(dbname) = &env.dbname
+    {
+        config.dbname(dbname);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(env.appname.as_deref().unwrap_or("vgi-storage"));
+    }
+    if config.get_connect_timeout().is_none()
+        && let Some(secs) = env.connect_timeout.as_deref().and_then(|s| s.parse().ok())
+    {
+        config.connect_timeout(Duration::from_secs(secs));
+    }
+    if let Some(mode) = &env.sslmode {
+        match mode.as_str() {
+            m if is_tls_mode(m) => return Err(tls_unsupported()),
+            "disable" => {
+                config.ssl_mode(SslMode::Disable);
+            }
+            "allow" | "prefer" => {
+                config.ssl_mode(SslMode::Prefer);
+            }
+            _ => {
+                return Err(error::config(
+                    "PGSSLMODE must be disable, allow, prefer, require, verify-ca or verify-full",
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// libpq's default: the local socket directory when there is one, else localhost.
+fn default_host(config: &mut postgres::Config) {
+    match ["/var/run/postgresql", "/tmp"]
+        .into_iter()
+        .find(|d| Path::new(d).is_dir() && has_socket(d))
+    {
+        Some(dir) => config.host_path(dir),
+        None => config.host("localhost"),
+    };
+}
+
+fn has_socket(dir: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(std::result::Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(".s.PGSQL."))
+    })
+}
+
+/// Refuse anything but a plain identifier, so it can be quoted safely and is not truncated.
+pub(crate) fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 && !schema.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(error::config(
+            format!(
+                "schema name {schema:?} is not a plain identifier: use ASCII letters, digits and \
+                 _, start with a letter or _, not pg_, at most 63 bytes"
+            ),
+            None,
+        ))
+    }
+}
+
+/// `postgres://user@host:port/db?schema=...`, without the password: the store's name.
+pub(crate) fn describe(config: &postgres::Config, schema: &str) -> String {
+    let user = config.get_user().unwrap_or("");
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            match h {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(path) => format!("[{}]:{port}", path.display()),
+            }
+        })
+        .collect();
+    let db = config.get_dbname().unwrap_or(user);
+    let at = if user.is_empty() { "" } else { "@" };
+    let mut out = format!("postgres://{user}{at}{}/{db}", hosts.join(","));
+    if !schema.is_empty() {
+        out.push_str("?schema=");
+        out.push_str(schema);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_schema_parameter_is_ours_and_the_rest_goes_to_the_client() -> Result<()> {
+        let (config, schema) = parse_url(
+            "postgres://alice:s3cret@db.example:6543/app?schema=jobs&application_name=w",
+            &EnvVars::default(),
+        )?;
+        assert_eq!(schema.as_deref(), Some("jobs"));
+        assert_eq!(config.get_user(), Some("alice"));
+        assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(config.get_ports(), &[6543]);
+        assert_eq!(config.get_application_name(), Some("w"));
+        let name = describe(&config, "jobs");
+        assert_eq!(name, "postgres://alice@db.example:6543/app?schema=jobs");
+        Ok(())
+    }
+
+    #[test]
+    fn tls_modes_are_refused_plainly() {
+        for url in [
+            "postgres://u:pw@h/db?sslmode=require",
+            "postgres://u@h/db?sslmode=verify-full",
+            "host=h user=u password=pw sslmode=require",
+        ] {
+            let err = parse_url(url, &EnvVars::default()).err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("TLS") && msg.contains("not support"), "{msg}");
+            assert!(!msg.contains("pw"), "{msg}");
+        }
+        let env = EnvVars {
+            sslmode: Some("require".into()),
+            ..EnvVars::default()
+        };
+        assert!(config_from_env(&env).is_err());
+    }
+
+    #[test]
+    fn missing_parts_come_from_the_libpq_variables() -> Result<()> {
+        let env = EnvVars {
+            host: Some("/run/pg".into()),
+            port: Some("5433".into()),
+            user: Some("bob".into()),
+            password: Some("hunter2".into()),
+            dbname: Some("work".into()),
+            ..EnvVars::default()
+        };
+        let (config, _) = parse_url("postgres://carol@/other", &env)?;
+        assert_eq!(config.get_user(), Some("carol"));
+        assert_eq!(config.get_dbname(), Some("other"));
+        assert_eq!(config.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(config.get_ports(), &[5433]);
+        let config = config_from_env(&env)?;
+        assert_eq!(describe(&config, ""), "postgres://bob@[/run/pg]:5433/work");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_url_error_does_not_echo_the_password() {
+        let err = parse_url("postgres://u:topsecret@h:notaport/db", &EnvVars::default()).err();
+        let text = err.map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(!text.is_empty() && !text.contains("topsecret"), "{text}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let builder = PostgresBuilder::new("postgres://u:topsecret@h/db".into());
+        let text = format!("{builder:?}");
+        assert!(!text.contains("topsecret"), "{text}");
+        let mut config = postgres::Config::new();
+        config.host("h").user("u").password("topsecret");
+        let text = format!("{:?}", PostgresBuilder::new(config.into()));
+        assert!(
+            !text.contains("topsecret") && text.contains("postgres://u@h"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("vgi_storage").is_ok());
+        assert!(validate_schema("_x1").is_ok());
+        for bad in ["", "1abc", "a-b", "a\"b", "pg_temp", &"x".repeat(64)] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

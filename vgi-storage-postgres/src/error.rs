@@ -1,0 +1,168 @@
+//! The one place PostgreSQL client errors become [`StorageError`]s.
+//!
+//! The SQLSTATE decides when the server answered; otherwise the shape of the
+//! client error does (an I/O error underneath, a closed connection, a timeout).
+//! The engine's error is always kept as the source, never flattened.
+
+use std::error::Error as StdError;
+use std::io;
+
+use vgi_storage_core::{BoxError, ErrorKind, StorageError};
+
+/// The client's error type.
+pub(crate) type PgError = postgres::Error;
+
+/// What kind of failure a client error is.
+pub(crate) fn kind_of(err: &PgError) -> ErrorKind {
+    if let Some(state) = err.code() {
+        return kind_of_sqlstate(state.code());
+    }
+    if err.is_closed() || io_source(err).is_some() {
+        return ErrorKind::Unavailable;
+    }
+    // The client's own error kinds are private; their messages are fixed strings.
+    match err.to_string().as_str() {
+        "timeout waiting for server" | "error connecting to server" => ErrorKind::Unavailable,
+        "authentication error" => ErrorKind::PermissionDenied,
+        "invalid configuration" | "invalid connection string" => ErrorKind::InvalidInput,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Whether the connection that produced `err` can no longer be trusted.
+pub(crate) fn breaks_connection(err: &PgError) -> bool {
+    match err.code() {
+        Some(state) => {
+            let code = state.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => true,
+    }
+}
+
+fn kind_of_sqlstate(code: &str) -> ErrorKind {
+    match code {
+        // serialization_failure, deadlock_detected
+        "40001" | "40P01" => ErrorKind::Conflict,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+        "57P01" | "57P02" | "57P03" | "53300" => ErrorKind::Unavailable,
+        // lock_not_available, query_canceled (statement or lock timeout)
+        "55P03" | "57014" => ErrorKind::Busy,
+        // disk_full, out_of_memory
+        "53100" | "53200" => ErrorKind::StorageFull,
+        // insufficient_privilege, invalid_password, invalid_authorization_specification
+        "42501" | "28P01" | "28000" => ErrorKind::PermissionDenied,
+        // invalid_catalog_name: the database does not exist
+        "3D000" => ErrorKind::NotFound,
+        // read_only_sql_transaction (a standby or a read-only database)
+        "25006" => ErrorKind::ReadOnly,
+        // data_corrupted, index_corrupted
+        "XX001" | "XX002" => ErrorKind::Corrupt,
+        // connection_exception and its subclasses
+        c if c.starts_with("08") => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn io_source(err: &PgError) -> Option<&io::Error> {
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// What the caller can do about a failure of `kind`, in PostgreSQL's terms.
+pub(crate) fn hint(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unavailable => {
+            "the PostgreSQL server cannot be reached or closed the connection; retry the call"
+        }
+        ErrorKind::Conflict => "a concurrent transaction conflicted; retry the call",
+        ErrorKind::Busy => "a lock or statement timed out on the server; retry the call",
+        ErrorKind::PermissionDenied => {
+            "the server refused the user, password or privilege; check the connection settings \
+             and grants"
+        }
+        ErrorKind::NotFound => "the database does not exist; create it or fix the URL",
+        ErrorKind::ReadOnly => "the server accepts no writes (a standby?); connect to the primary",
+        ErrorKind::StorageFull => "the server ran out of disk or memory; free some and retry",
+        ErrorKind::IncompatibleVersion => {
+            "the schema was written by a newer vgi-storage-postgres; upgrade or use another schema"
+        }
+        other => vgi_storage_core::default_hint(other),
+    }
+}
+
+/// An error of operation `operation` on store `store`.
+pub(crate) fn operation(store: &str, operation: &'static str, err: PgError) -> StorageError {
+    let kind = kind_of(&err);
+    StorageError::operation(store, operation, kind, hint(kind), err)
+}
+
+/// An error opening the store (connecting, creating the schema).
+pub(crate) fn open(store: &str, location: &str, err: PgError) -> StorageError {
+    let kind = kind_of(&err);
+    StorageError::open(store, location, kind, hint(kind), Some(Box::new(err)))
+}
+
+/// An error opening the store with a kind and hint of our own.
+pub(crate) fn open_with(
+    store: &str,
+    location: &str,
+    kind: ErrorKind,
+    hint: impl Into<String>,
+    source: Option<BoxError>,
+) -> StorageError {
+    StorageError::open(store, location, kind, hint, source)
+}
+
+/// A pool with no free connection past the checkout timeout.
+pub(crate) fn pool_exhausted(
+    store: &str,
+    operation: &'static str,
+    waited_ms: u128,
+) -> StorageError {
+    StorageError::Operation {
+        store: store.to_owned(),
+        operation,
+        kind: ErrorKind::Unavailable,
+        hint: format!(
+            "no pooled connection became free within {waited_ms} ms; retry the call, or raise \
+             the pool size or checkout timeout"
+        ),
+        source: None,
+    }
+}
+
+/// A configuration problem found before connecting.
+pub(crate) fn config(hint: impl Into<String>, source: Option<BoxError>) -> StorageError {
+    StorageError::Config {
+        store: "postgres".to_owned(),
+        hint: hint.into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialization_failures_and_connection_loss_are_retryable() {
+        for code in ["40001", "40P01", "57P01", "08006", "08001", "53300"] {
+            assert!(kind_of_sqlstate(code).is_retryable(), "{code}");
+        }
+        for code in ["42501", "28P01", "23505", "42P01"] {
+            assert!(!kind_of_sqlstate(code).is_retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn wrong_password_is_permission_denied() {
+        assert_eq!(kind_of_sqlstate("28P01"), ErrorKind::PermissionDenied);
+    }
+}

@@ -1,0 +1,137 @@
+//! The store's tables, created and versioned on first use.
+
+use postgres::Client;
+use vgi_storage_core::{ErrorKind, Result};
+
+use crate::error;
+
+/// The schema layout this build writes and reads.
+pub(crate) const VERSION: i32 = 1;
+
+/// A stable 64-bit FNV-1a hash, the same on every host and every build, for
+/// advisory lock keys. (std's hasher may change between Rust releases, and two
+/// hosts built with different compilers must agree on which lock a log takes.)
+pub(crate) fn lock_key(parts: &[&[u8]]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        // Length-prefix each part so ("ab", "c") and ("a", "bc") differ.
+        for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash as i64
+}
+
+/// `"schema"`: safe because the name was validated as a plain identifier.
+pub(crate) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+fn ddl(s: &str) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.meta (
+             key text PRIMARY KEY,
+             value text NOT NULL);
+         CREATE TABLE IF NOT EXISTS {s}.kv (
+             scope bytea NOT NULL,
+             key bytea NOT NULL,
+             value bytea NOT NULL,
+             PRIMARY KEY (scope, key));
+         CREATE SEQUENCE IF NOT EXISTS {s}.log_id AS bigint MINVALUE 0 START 0;
+         CREATE TABLE IF NOT EXISTS {s}.log (
+             scope bytea NOT NULL,
+             ns bytea NOT NULL,
+             key bytea NOT NULL,
+             id bigint NOT NULL,
+             value bytea NOT NULL,
+             PRIMARY KEY (scope, ns, key, id));
+         CREATE SEQUENCE IF NOT EXISTS {s}.queue_id AS bigint;
+         CREATE TABLE IF NOT EXISTS {s}.queue (
+             id bigint PRIMARY KEY,
+             scope bytea NOT NULL,
+             value bytea NOT NULL);
+         CREATE INDEX IF NOT EXISTS queue_scope_id ON {s}.queue (scope, id);
+         CREATE TABLE IF NOT EXISTS {s}.touch (
+             scope bytea PRIMARY KEY,
+             touched_at bigint NOT NULL);
+         CREATE INDEX IF NOT EXISTS touch_touched_at ON {s}.touch (touched_at);"
+    )
+}
+
+/// Create the schema if it is missing and check its version.
+///
+/// Several processes (on several hosts) may do this at once. `CREATE ... IF NOT
+/// EXISTS` alone is not safe under concurrency (two sessions can both decide the
+/// object is missing and one fails on a catalog unique index), so creation runs
+/// in one transaction under a transaction-scoped advisory lock keyed by the
+/// schema name: the second process waits, then finds everything there. An
+/// existing, current schema is recognised first without taking the lock or
+/// needing the CREATE privilege.
+pub(crate) fn ensure(client: &mut Client, schema: &str, store: &str) -> Result<()> {
+    let s = quoted(schema);
+    let existing = read_version(client, &s).map_err(|e| error::open("postgres", store, e))?;
+    let version = match existing {
+        Some(v) => v,
+        None => create(client, schema, &s).map_err(|e| error::open("postgres", store, e))?,
+    };
+    if version > VERSION {
+        return Err(error::open_with(
+            "postgres",
+            store,
+            ErrorKind::IncompatibleVersion,
+            format!(
+                "schema {schema} has layout version {version}, this build reads {VERSION}; \
+                 upgrade vgi-storage-postgres or use another schema"
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+fn read_version(client: &mut Client, s: &str) -> Result<Option<i32>, error::PgError> {
+    let table = format!("{s}.meta");
+    let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?;
+    if !row.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let row = client.query_opt(
+        &format!("SELECT value::int FROM {s}.meta WHERE key = 'version'"),
+        &[],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+fn create(client: &mut Client, schema: &str, s: &str) -> Result<i32, error::PgError> {
+    let mut tx = client.transaction()?;
+    let key = lock_key(&[b"vgi-storage-postgres:schema", schema.as_bytes()]);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+    tx.batch_execute(&ddl(s))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.meta (key, value) VALUES ('version', $1) ON CONFLICT (key) DO NOTHING"
+        ),
+        &[&VERSION.to_string()],
+    )?;
+    let row = tx.query_one(
+        &format!("SELECT value::int FROM {s}.meta WHERE key = 'version'"),
+        &[],
+    )?;
+    tx.commit()?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_length_prefixed() {
+        assert_eq!(lock_key(&[b"a"]), lock_key(&[b"a"]));
+        assert_ne!(lock_key(&[b"ab", b"c"]), lock_key(&[b"a", b"bc"]));
+        // Pinned: every host must compute the same key for the same log.
+        assert_eq!(lock_key(&[]), 0xcbf2_9ce4_8422_2325_u64 as i64);
+    }
+}
