@@ -47,12 +47,14 @@ fn ddl(s: &str) -> String {
              id bigint NOT NULL,
              value bytea NOT NULL,
              PRIMARY KEY (scope, ns, key, id));
-         CREATE SEQUENCE IF NOT EXISTS {s}.queue_id AS bigint;
+         CREATE SEQUENCE IF NOT EXISTS {s}.queue_seq AS bigint;
          CREATE TABLE IF NOT EXISTS {s}.queue (
-             id bigint PRIMARY KEY,
+             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              scope bytea NOT NULL,
+             seq bigint NOT NULL,
+             n bigint NOT NULL,
              value bytea NOT NULL);
-         CREATE INDEX IF NOT EXISTS queue_scope_id ON {s}.queue (scope, id);
+         CREATE INDEX IF NOT EXISTS queue_order ON {s}.queue (scope, seq, n);
          CREATE TABLE IF NOT EXISTS {s}.touch (
              scope bytea PRIMARY KEY,
              touched_at bigint NOT NULL);

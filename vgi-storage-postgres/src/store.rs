@@ -33,13 +33,23 @@
 //!
 //! Ids come from one sequence per store, so they are never reused. A sequence
 //! alone does not order visibility: A may draw 10, B draw 11, B commit, a reader
-//! see 11, and only then A commit 10 behind it. So an append takes a
-//! transaction-scoped advisory lock on a hash of `(schema, scope, ns, key)`
-//! BEFORE drawing its id, and holds it until its commit. Appends to one log thus
-//! draw ids and commit one at a time; PostgreSQL makes a commit visible before
-//! it releases the transaction's locks, so by the time the next appender draws a
-//! (larger) id, every smaller id of that log is already visible. Appends to
-//! different logs do not wait for each other (a hash collision only adds a wait).
+//! see 11, and only then A commit 10 behind it. What orders them here is the
+//! touch row lock above: an append upserts its scope's touch row BEFORE it draws
+//! its id, and holds that row lock until its commit. Appends to one log (indeed
+//! to one scope) thus draw ids and commit one at a time; PostgreSQL makes a
+//! commit visible before it releases the transaction's locks, so by the time the
+//! next appender draws a (larger) id, every smaller id of that log is already
+//! visible. (A per-log lock — a counter row or `pg_advisory_xact_lock` on a hash
+//! of the log — would do the same with finer grain, at the price of one more
+//! lock per append; the touch lock is taken anyway. Whoever changes the touch
+//! scheme must keep this in mind.)
+//!
+//! # Round trips
+//!
+//! The hot writes (`kv_put`, `append`, `queue_push`, `kv_put_batch`) are one
+//! autocommit statement each: a data-modifying CTE upserts the touch row and the
+//! main statement reads from it, so the touch runs (and locks) first. CAS,
+//! `append_batch`, `clear` and `gc` are explicit transactions.
 
 use std::fmt;
 use std::time::Duration;
@@ -74,6 +84,7 @@ struct Statements {
     touch: Statement,
     kv_get: Statement,
     kv_put: Statement,
+    kv_put_many: Statement,
     kv_del: Statement,
     kv_exists: Statement,
     cas_insert: Statement,
@@ -84,8 +95,7 @@ struct Statements {
     log_ids: Statement,
     log_insert_many: Statement,
     scan: Statement,
-    queue_ids: Statement,
-    queue_insert_many: Statement,
+    queue_push: Statement,
     queue_pop: Statement,
     clear_touch: Statement,
     clear_kv: Statement,
@@ -100,6 +110,14 @@ struct Statements {
 impl Statements {
     fn prepare(client: &mut Client, schema: &str) -> Result<Self, PgError> {
         let s = quoted(schema);
+        // The touch upsert as a data-modifying CTE: the main statement reads its
+        // row, so the touch runs (and takes its row lock) before the data write.
+        // $1 is the scope, $2 the clock.
+        let touch_cte = format!(
+            "WITH t AS (INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
+             ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at \
+             RETURNING scope)"
+        );
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
             touch: p(format!(
@@ -110,7 +128,12 @@ impl Statements {
                 "SELECT value FROM {s}.kv WHERE scope = $1 AND key = $2"
             ))?,
             kv_put: p(format!(
-                "INSERT INTO {s}.kv (scope, key, value) VALUES ($1, $2, $3) \
+                "{touch_cte} INSERT INTO {s}.kv (scope, key, value) SELECT t.scope, $3, $4 FROM t \
+                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
+            ))?,
+            kv_put_many: p(format!(
+                "{touch_cte} INSERT INTO {s}.kv (scope, key, value) \
+                 SELECT t.scope, u.k, u.v FROM t, unnest($3::bytea[], $4::bytea[]) AS u(k, v) \
                  ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
             ))?,
             kv_del: p(format!("DELETE FROM {s}.kv WHERE scope = $1 AND key = $2"))?,
@@ -128,9 +151,10 @@ impl Statements {
                 "DELETE FROM {s}.kv WHERE scope = $1 AND key = $2 AND value = $3"
             ))?,
             advisory_lock: p("SELECT pg_advisory_xact_lock($1)".to_owned())?,
+            // The id is drawn after the touch row is locked (see the module docs).
             log_append: p(format!(
-                "INSERT INTO {s}.log (scope, ns, key, id, value) \
-                 VALUES ($1, $2, $3, nextval('{s}.log_id'), $4) RETURNING id"
+                "{touch_cte} INSERT INTO {s}.log (scope, ns, key, id, value) \
+                 SELECT t.scope, $3, $4, nextval('{s}.log_id'), $5 FROM t RETURNING id"
             ))?,
             log_ids: p(format!(
                 "SELECT nextval('{s}.log_id') FROM generate_series(1, $1::int8)"
@@ -143,19 +167,19 @@ impl Statements {
                 "SELECT id, value FROM {s}.log \
                  WHERE scope = $1 AND ns = $2 AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
             ))?,
-            queue_ids: p(format!(
-                "SELECT nextval('{s}.queue_id') FROM generate_series(1, $1::int8)"
-            ))?,
-            queue_insert_many: p(format!(
-                "INSERT INTO {s}.queue (id, scope, value) \
-                 SELECT i, $1, v FROM unnest($2::int8[], $3::bytea[]) AS t(i, v)"
+            // One sequence value per push, items ordered by their position in it.
+            queue_push: p(format!(
+                "{touch_cte}, p AS MATERIALIZED (SELECT nextval('{s}.queue_seq') AS seq) \
+                 INSERT INTO {s}.queue (scope, seq, n, value) \
+                 SELECT t.scope, p.seq, u.n, u.v \
+                 FROM t, p, unnest($3::bytea[]) WITH ORDINALITY AS u(v, n)"
             ))?,
             // A scalar `=` subquery claims exactly one row: `IN (... LIMIT 1)` may
             // be planned as a join that re-runs the subquery and deletes more.
             queue_pop: p(format!(
                 "DELETE FROM {s}.queue WHERE id = (\
                      SELECT id FROM {s}.queue WHERE scope = $1 \
-                     ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) \
+                     ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
                  RETURNING value"
             ))?,
             clear_touch: p(format!("DELETE FROM {s}.touch WHERE scope = $1"))?,
@@ -199,7 +223,6 @@ pub struct PostgresStorage {
     schema: String,
     pool: Pool<Conn>,
     clock: SharedClock,
-    log_lock_prefix: Vec<u8>,
     gc_lock: i64,
 }
 
@@ -258,8 +281,6 @@ impl PostgresStorage {
             let st = Statements::prepare(&mut client, &connector_schema)?;
             Ok(Conn { client, st })
         });
-        let mut log_lock_prefix = b"vgi-storage-postgres:log:".to_vec();
-        log_lock_prefix.extend_from_slice(schema.as_bytes());
         let gc_lock = lock_key(&[b"vgi-storage-postgres:gc", schema.as_bytes()]);
         Ok(Self {
             pool: Pool::new(
@@ -272,7 +293,6 @@ impl PostgresStorage {
             name,
             schema,
             clock: builder.clock,
-            log_lock_prefix,
             gc_lock,
         })
     }
@@ -319,10 +339,6 @@ impl PostgresStorage {
         tx.execute(&st.touch, &[&scope, &now])?;
         Ok(())
     }
-
-    fn log_lock(&self, scope: &[u8], ns: &[u8], key: &[u8]) -> i64 {
-        lock_key(&[&self.log_lock_prefix, scope, ns, key])
-    }
 }
 
 fn to_limit(n: usize) -> i64 {
@@ -347,11 +363,10 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
+        let now = self.clock.now_millis();
         self.run("kv_put", |client, st| {
-            let mut tx = client.transaction()?;
-            self.touch(&mut tx, st, scope)?;
-            tx.execute(&st.kv_put, &[&scope, &key, &value])?;
-            tx.commit()
+            client.execute(&st.kv_put, &[&scope, &now, &key, &value])?;
+            Ok(())
         })
     }
 
@@ -392,17 +407,10 @@ impl FunctionStorage for PostgresStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
-        let lock = self.log_lock(scope, ns, key);
+        let now = self.clock.now_millis();
         self.run("append", |client, st| {
-            let mut tx = client.transaction()?;
-            self.touch(&mut tx, st, scope)?;
-            // Held to commit: appends to this log draw ids and commit in turn.
-            tx.execute(&st.advisory_lock, &[&lock])?;
-            let id: i64 = tx
-                .query_one(&st.log_append, &[&scope, &ns, &key, &value])?
-                .get(0);
-            tx.commit()?;
-            Ok(id)
+            let row = client.query_one(&st.log_append, &[&scope, &now, &ns, &key, &value])?;
+            Ok(row.get(0))
         })
     }
 
@@ -419,12 +427,11 @@ impl FunctionStorage for PostgresStorage {
         for v in values {
             self.check_len(v.len())?;
         }
-        let lock = self.log_lock(scope, ns, key);
         let count = to_limit(values.len());
         self.run("append_batch", |client, st| {
             let mut tx = client.transaction()?;
+            // The touch row lock, held to commit, orders ids (see the module docs).
             self.touch(&mut tx, st, scope)?;
-            tx.execute(&st.advisory_lock, &[&lock])?;
             let mut ids: Vec<i64> = tx
                 .query(&st.log_ids, &[&count])?
                 .iter()
@@ -445,13 +452,16 @@ impl FunctionStorage for PostgresStorage {
         for (_, v) in entries {
             self.check_len(v.len())?;
         }
+        // One statement cannot update a row twice: keep the last value of each key.
+        let mut last: std::collections::HashMap<&[u8], &[u8]> = std::collections::HashMap::new();
+        for (k, v) in entries {
+            last.insert(k, v);
+        }
+        let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
+        let now = self.clock.now_millis();
         self.run("kv_put_batch", |client, st| {
-            let mut tx = client.transaction()?;
-            self.touch(&mut tx, st, scope)?;
-            for (k, v) in entries {
-                tx.execute(&st.kv_put, &[&scope, k, v])?;
-            }
-            tx.commit()
+            client.execute(&st.kv_put_many, &[&scope, &now, &keys, &values])?;
+            Ok(())
         })
     }
 
@@ -486,18 +496,10 @@ impl FunctionStorage for PostgresStorage {
         for item in items {
             self.check_len(item.len())?;
         }
-        let count = to_limit(items.len());
+        let now = self.clock.now_millis();
         self.run("queue_push", |client, st| {
-            let mut tx = client.transaction()?;
-            self.touch(&mut tx, st, scope)?;
-            let mut ids: Vec<i64> = tx
-                .query(&st.queue_ids, &[&count])?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            ids.sort_unstable();
-            tx.execute(&st.queue_insert_many, &[&scope, &ids, &items])?;
-            tx.commit()
+            client.execute(&st.queue_push, &[&scope, &now, &items])?;
+            Ok(())
         })
     }
 

@@ -180,13 +180,33 @@ impl TestServer {
         )
     }
 
+    /// Crash the server (immediate shutdown: no checkpoint, as after a power-less
+    /// crash of the server process; committed work survives in the WAL).
+    pub fn kill(&self) -> io::Result<()> {
+        let data = self.data.to_string_lossy().into_owned();
+        self.run(
+            "pg_ctl",
+            &[
+                "stop",
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "-s",
+            ],
+        )
+    }
+
     /// Start the server again on the same data, port and socket.
     pub fn start_again(&self) -> io::Result<()> {
         let data = self.data.to_string_lossy().into_owned();
         let log = self.base.join("server.log").to_string_lossy().into_owned();
         let options = format!(
-            "-k {} -p {} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB",
+            "-k {} -p {} -h 127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c max_connections=300 -c shared_buffers=32MB",
             self.base.display(),
             self.port
         );
