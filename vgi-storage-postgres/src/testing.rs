@@ -62,6 +62,8 @@ pub struct TestServer {
     port: u16,
     bin: PathBuf,
     run_as: Option<RunAs>,
+    /// Extra `-c` settings, as passed to `postgres`.
+    settings: String,
     /// The write end of the watcher's stdin, and the watcher; `None` when the
     /// server belongs to an ancestor process.
     watcher: Mutex<Option<(ChildStdin, Child)>>,
@@ -92,7 +94,16 @@ impl TestServer {
     }
 
     /// Start a server of its own (for tests that stop and restart it).
+    ///
+    /// For speed it runs with `fsync=off`: committed work survives a crash of
+    /// the server process (see [`TestServer::kill`]), not of the machine.
     pub fn start() -> io::Result<TestServer> {
+        Self::start_with(&[])
+    }
+
+    /// Start a server of its own with extra settings (`-c name=value`), which
+    /// override the test defaults: e.g. `[("fsync", "on")]` for measurements.
+    pub fn start_with(settings: &[(&str, &str)]) -> io::Result<TestServer> {
         let bin = find_binaries()?;
         let run_as = if vgi_storage_core::dirs::current_uid()? == 0 {
             Some(unprivileged_user()?)
@@ -110,6 +121,10 @@ impl TestServer {
             port: free_port()?,
             bin,
             run_as,
+            settings: settings.iter().fold(String::new(), |mut out, (k, v)| {
+                let _ = write!(out, " -c {k}={v}");
+                out
+            }),
             watcher: Mutex::new(None),
         };
         server.spawn_watcher()?;
@@ -206,9 +221,10 @@ impl TestServer {
         let log = self.base.join("server.log").to_string_lossy().into_owned();
         let options = format!(
             "-k {} -p {} -h 127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=32MB",
+             -c max_connections=300 -c shared_buffers=32MB{}",
             self.base.display(),
-            self.port
+            self.port,
+            self.settings
         );
         let started = self.run(
             "pg_ctl",
@@ -373,6 +389,7 @@ impl TestServer {
                     port,
                     bin,
                     run_as: None,
+                    settings: String::new(),
                     watcher: Mutex::new(None),
                 });
             }

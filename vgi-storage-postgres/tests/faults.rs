@@ -303,3 +303,35 @@ fn a_tailing_reader_never_misses_an_entry_of_concurrent_appenders() -> TestResul
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
     Ok(())
 }
+
+/// Pins down what orders log ids by visibility: an append draws its id only
+/// after it holds its scope's touch row lock (kept to commit). Were the id drawn
+/// first, a slower appender could commit a smaller id behind a reader's cursor.
+#[test]
+fn an_append_draws_its_id_only_after_taking_the_scope_lock() -> TestResult {
+    let server = TestServer::shared()?;
+    let store = Arc::new(server.builder("id_after_lock").connect()?);
+    store.append(b"s", b"n", b"k", b"first")?;
+    let mut other = server.config().connect(postgres::NoTls)?;
+    let mut tx = other.transaction()?;
+    let scope: &[u8] = b"s";
+    tx.execute(
+        "SELECT 1 FROM id_after_lock.touch WHERE scope = $1 FOR UPDATE",
+        &[&scope],
+    )?;
+    let appender = {
+        let store = store.clone();
+        thread::spawn(move || store.append(b"s", b"n", b"k", b"second"))
+    };
+    thread::sleep(Duration::from_millis(300));
+    let drawn: i64 = tx
+        .query_one("SELECT nextval('id_after_lock.log_id')", &[])?
+        .get(0);
+    tx.commit()?;
+    let id = appender.join().map_err(|_| "appender panicked")??;
+    assert!(
+        id > drawn,
+        "append drew id {id} before the lock (other drew {drawn})"
+    );
+    Ok(())
+}
