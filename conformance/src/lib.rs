@@ -1,6 +1,384 @@
-//! The conformance suite (work in progress: see issue 2).
+#![doc = include_str!("../README.md")]
 
+mod concurrency;
+mod durability;
+mod edge;
 mod fixture;
+mod harness;
+mod model;
+mod process;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use fixture::{Factory, Fixture};
+pub use harness::{CheckResult, DEFAULT_CASES, Failure, Outcome, Settings};
 pub use proptest;
+
+use harness::Run;
+
+/// One named check of the suite.
+#[derive(Clone, Copy)]
+pub struct Check {
+    name: &'static str,
+    run: fn(&Run<'_>) -> CheckResult,
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Check {
+    /// The check's name, a sentence such as `kv_get_missing_is_none`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Run the check against stores built by `factory`.
+    pub fn run(&self, factory: &dyn Factory, settings: &Settings) -> CheckResult {
+        (self.run)(&Run { factory, settings })
+    }
+
+    /// Run the check, turning a panic (of the backend or the check) into a [`Failure`].
+    fn run_caught(&self, factory: &dyn Factory, settings: &Settings) -> CheckResult {
+        catch_unwind(AssertUnwindSafe(|| self.run(factory, settings))).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Failure::new(format!(
+                "the check panicked (a store must return Err, never panic): {msg}"
+            )))
+        })
+    }
+}
+
+/// Declares every check once: the public function and its entry in [`CHECKS`].
+macro_rules! checks {
+    ($( $(#[$meta:meta])* $name:ident => $path:path; )*) => {
+        /// Every check of the suite, in the order [`run_all`] runs them.
+        pub const CHECKS: &[Check] = &[ $( Check { name: stringify!($name), run: $path }, )* ];
+
+        $(
+            $(#[$meta])*
+            ///
+            /// Builds its own fixtures and stores with `factory`, and destroys their data.
+            pub fn $name(factory: &dyn Factory) -> CheckResult {
+                $path(&Run { factory, settings: &Settings::default() })
+            }
+        )*
+    };
+}
+
+checks! {
+    /// A kv key never put reads as `None`, also next to other keys and scopes.
+    kv_get_missing_is_none => edge::kv_get_missing_is_none;
+    /// `kv_put` overwrites; `kv_get` returns the last value, an empty value included.
+    kv_put_overwrites_and_get_returns_the_last_value => edge::kv_put_overwrites_and_get_returns_the_last_value;
+    /// Deleting a missing key succeeds; deleting touches no other key.
+    kv_del_of_a_missing_key_succeeds => edge::kv_del_of_a_missing_key_succeeds;
+    /// Empty, NUL and 0xFF scopes, namespaces, keys and values round-trip and never collide.
+    empty_and_binary_scopes_keys_and_values_round_trip => edge::empty_and_binary_scopes_keys_and_values_round_trip;
+    /// 4 KiB scopes, namespaces and keys round-trip and stay distinct.
+    long_keys_round_trip => edge::long_keys_round_trip;
+    /// Values of a mebibyte round-trip through kv, log and queue.
+    values_of_a_mebibyte_round_trip => edge::values_of_a_mebibyte_round_trip;
+    /// A value over `max_value_len` fails with `TooLarge` and writes nothing, in every write form.
+    values_over_the_limit_are_too_large_and_write_nothing => edge::values_over_the_limit_are_too_large_and_write_nothing;
+    /// CAS on an absent entry: wins only when expecting absent.
+    cas_on_an_absent_entry => edge::cas_on_an_absent_entry;
+    /// CAS on a present entry: wins only when expecting exactly the current value; `None` deletes.
+    cas_on_a_present_entry => edge::cas_on_a_present_entry;
+    /// CAS on a deleted entry behaves as on an absent one.
+    cas_on_a_deleted_entry => edge::cas_on_a_deleted_entry;
+    /// CAS from absent to absent wins on an absent entry, changes nothing, and stamps the scope.
+    cas_from_absent_to_absent => edge::cas_from_absent_to_absent;
+    /// A scan of a log never appended to is empty, for any `after_id`.
+    scan_of_a_missing_log_is_empty => edge::scan_of_a_missing_log_is_empty;
+    /// A scan with `limit` 0 returns nothing.
+    scan_with_limit_zero_returns_nothing => edge::scan_with_limit_zero_returns_nothing;
+    /// Ids increase; scans are ascending, honour `after_id` (negative, huge) and page with `limit`.
+    scan_pages_through_a_log_in_id_order => edge::scan_pages_through_a_log_in_id_order;
+    /// Ids are never reused after `clear`, and stay above the log's earlier ids.
+    ids_are_never_reused_after_clear => edge::ids_are_never_reused_after_clear;
+    /// Ids are never reused after `gc` removed their scope.
+    ids_are_never_reused_after_gc => edge::ids_are_never_reused_after_gc;
+    /// Popping an empty or unknown queue gives `None`.
+    queue_pop_of_an_empty_queue_is_none => edge::queue_pop_of_an_empty_queue_is_none;
+    /// Items come out in push order, across pushes and interleaved pops.
+    queue_is_fifo_across_pushes => edge::queue_is_fifo_across_pushes;
+    /// Pushing nothing is a no-op and does not stamp the scope.
+    queue_push_of_nothing_is_a_noop => edge::queue_push_of_nothing_is_a_noop;
+    /// A push with a too-large item in the middle fails whole: no item becomes visible.
+    queue_push_is_all_or_nothing => edge::queue_push_is_all_or_nothing;
+    /// `clear` removes kv, log and queue data of its scope only; clearing an unknown scope succeeds.
+    clear_removes_only_its_scope => edge::clear_removes_only_its_scope;
+    /// `gc` with ttl 0 removes scopes written strictly before now, not those written now.
+    gc_with_zero_ttl_removes_scopes_written_before_now => edge::gc_with_zero_ttl_removes_scopes_written_before_now;
+    /// `gc` with a ttl beyond the clock's range (`Duration::MAX`) removes nothing.
+    gc_with_a_ttl_beyond_the_clock_removes_nothing => edge::gc_with_a_ttl_beyond_the_clock_removes_nothing;
+    /// `gc` never removes a scope written within the ttl, the exact cutoff included.
+    gc_never_removes_a_scope_written_within_the_ttl => edge::gc_never_removes_a_scope_written_within_the_ttl;
+    /// Only writes (put, successful CAS, append, non-empty push and batches) keep a scope alive.
+    gc_counts_only_writes_as_activity => edge::gc_counts_only_writes_as_activity;
+    /// `gc` reports each removed scope once, and a cleared scope not at all.
+    gc_reports_each_removed_scope_once => edge::gc_reports_each_removed_scope_once;
+    /// `append_batch` and `kv_put_batch` equal the single calls in order; empty batches are no-ops.
+    batch_forms_equal_single_calls => edge::batch_forms_equal_single_calls;
+    /// Random operation sequences give exactly the model's results (proptest, shrinking).
+    model_matches_random_operations => model::model_matches_random_operations;
+    /// The same with the store dropped and reopened at random points (durable backends).
+    model_matches_random_operations_across_reopens => model::model_matches_random_operations_across_reopens;
+    /// State of every kind, and the gc stamps, survive dropping and reopening the store (durable backends).
+    state_survives_reopen => durability::state_survives_reopen;
+    /// Ids after a reopen are new and above the log's earlier ids (durable backends).
+    ids_are_never_reused_after_reopen => durability::ids_are_never_reused_after_reopen;
+    /// Threads popping one queue while another pushes get every item exactly once, in order.
+    queue_pop_is_exactly_once_across_threads => concurrency::queue_pop_is_exactly_once_across_threads;
+    /// A reader tailing a log with `after_id` while threads append sees every entry, in order.
+    log_tail_sees_every_entry_in_order_across_threads => concurrency::log_tail_sees_every_entry_in_order_across_threads;
+    /// Threads incrementing one counter through CAS lose no update.
+    cas_counter_loses_no_update_across_threads => concurrency::cas_counter_loses_no_update_across_threads;
+    /// `gc` racing writers never removes a scope written within the ttl.
+    gc_racing_writers_never_removes_a_fresh_scope => concurrency::gc_racing_writers_never_removes_a_fresh_scope;
+    /// Processes popping one queue get every item exactly once (backends shared across processes).
+    queue_pop_is_exactly_once_across_processes => process::queue_pop_is_exactly_once_across_processes;
+    /// A reader tailing a log that other processes append to sees every entry, in order.
+    log_tail_sees_every_entry_in_order_across_processes => process::log_tail_sees_every_entry_in_order_across_processes;
+    /// Processes incrementing one counter through CAS lose no update.
+    cas_counter_loses_no_update_across_processes => process::cas_counter_loses_no_update_across_processes;
+}
+
+/// The result of one check in a [`Report`].
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The check's name.
+    pub name: &'static str,
+    /// How it ended.
+    pub result: CheckResult,
+}
+
+/// What [`run_all`] found: one entry per check, in order.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Every check's result.
+    pub checks: Vec<CheckReport>,
+}
+
+impl Report {
+    /// Whether no check failed (skipped checks do not fail).
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        self.checks.iter().all(|c| c.result.is_ok())
+    }
+
+    /// The checks that failed, with why.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, &Failure)> {
+        self.checks
+            .iter()
+            .filter_map(|c| c.result.as_ref().err().map(|f| (c.name, f)))
+    }
+
+    /// The result of the check called `name`, if it ran.
+    #[must_use]
+    pub fn result(&self, name: &str) -> Option<&CheckResult> {
+        self.checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| &c.result)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mut passed, mut skipped, mut failed) = (0, 0, 0);
+        for c in &self.checks {
+            match &c.result {
+                Ok(Outcome::Passed) => {
+                    passed += 1;
+                    writeln!(f, "ok      {}", c.name)?;
+                }
+                Ok(Outcome::Skipped(why)) => {
+                    skipped += 1;
+                    writeln!(f, "skipped {}: {why}", c.name)?;
+                }
+                Err(e) => {
+                    failed += 1;
+                    writeln!(f, "FAILED  {}: {}", c.name, e.report())?;
+                }
+            }
+        }
+        write!(f, "{passed} passed, {skipped} skipped, {failed} failed")
+    }
+}
+
+/// Run every check against stores built by `factory`, with [`Settings::default`].
+///
+/// A check that panics is reported as failed. The across-processes checks are
+/// skipped here (they need [`conformance_suite!`] to re-execute the test binary).
+/// Destroys the data of every store the factory builds.
+pub fn run_all(factory: &dyn Factory) -> Report {
+    run_all_with(factory, &Settings::default())
+}
+
+/// [`run_all`] with explicit settings.
+pub fn run_all_with(factory: &dyn Factory, settings: &Settings) -> Report {
+    Report {
+        checks: CHECKS
+            .iter()
+            .map(|c| CheckReport {
+                name: c.name,
+                result: c.run_caught(factory, settings),
+            })
+            .collect(),
+    }
+}
+
+/// Expand to one `#[test]` per check, each running it against `factory`.
+///
+/// `factory` is a function or closure `Fn(&Fixture) -> vgi_storage_core::Result<SharedStorage>`.
+/// A skipped check prints `skipped: <reason>` to stderr and passes; a failed one
+/// panics with what the backend did wrong. Proptest keeps failing cases in
+/// `tests/proptest-regressions/<check>.txt` of the calling crate.
+///
+/// ```ignore
+/// // tests/conformance.rs
+/// fn open(fx: &vgi_storage_conformance::Fixture) -> vgi_storage_core::Result<vgi_storage_core::SharedStorage> {
+///     Ok(std::sync::Arc::new(MyStorage::open(fx.path("state.db"), fx.clock())?))
+/// }
+/// vgi_storage_conformance::conformance_suite!(open);
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_suite!(@tests $factory;
+            kv_get_missing_is_none,
+            kv_put_overwrites_and_get_returns_the_last_value,
+            kv_del_of_a_missing_key_succeeds,
+            empty_and_binary_scopes_keys_and_values_round_trip,
+            long_keys_round_trip,
+            values_of_a_mebibyte_round_trip,
+            values_over_the_limit_are_too_large_and_write_nothing,
+            cas_on_an_absent_entry,
+            cas_on_a_present_entry,
+            cas_on_a_deleted_entry,
+            cas_from_absent_to_absent,
+            scan_of_a_missing_log_is_empty,
+            scan_with_limit_zero_returns_nothing,
+            scan_pages_through_a_log_in_id_order,
+            ids_are_never_reused_after_clear,
+            ids_are_never_reused_after_gc,
+            queue_pop_of_an_empty_queue_is_none,
+            queue_is_fifo_across_pushes,
+            queue_push_of_nothing_is_a_noop,
+            queue_push_is_all_or_nothing,
+            clear_removes_only_its_scope,
+            gc_with_zero_ttl_removes_scopes_written_before_now,
+            gc_with_a_ttl_beyond_the_clock_removes_nothing,
+            gc_never_removes_a_scope_written_within_the_ttl,
+            gc_counts_only_writes_as_activity,
+            gc_reports_each_removed_scope_once,
+            batch_forms_equal_single_calls,
+            model_matches_random_operations,
+            model_matches_random_operations_across_reopens,
+            state_survives_reopen,
+            ids_are_never_reused_after_reopen,
+            queue_pop_is_exactly_once_across_threads,
+            log_tail_sees_every_entry_in_order_across_threads,
+            cas_counter_loses_no_update_across_threads,
+            gc_racing_writers_never_removes_a_fresh_scope,
+            queue_pop_is_exactly_once_across_processes,
+            log_tail_sees_every_entry_in_order_across_processes,
+            cas_counter_loses_no_update_across_processes,
+        );
+    };
+    (@tests $factory:expr; $($check:ident,)*) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::__private::run_test(
+                    module_path!(),
+                    stringify!($check),
+                    concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/tests/proptest-regressions/",
+                        stringify!($check),
+                        ".txt"
+                    ),
+                    &$factory,
+                );
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! What [`conformance_suite!`](crate::conformance_suite) expands to; not a stable API.
+
+    use crate::{CHECKS, Factory, Outcome, Settings, process};
+
+    /// The body of one generated `#[test]`: play a child's role when started as
+    /// one, else run the check and panic on failure.
+    #[allow(clippy::panic)]
+    pub fn run_test(
+        module_path: &str,
+        check: &str,
+        regressions: &'static str,
+        factory: &dyn Factory,
+    ) {
+        let test_name = match module_path.split_once("::") {
+            Some((_, rest)) => format!("{rest}::{check}"),
+            None => check.to_owned(),
+        };
+        if process::child_test().as_deref() == Some(test_name.as_str()) {
+            if let Err(failure) = process::child_main(factory) {
+                panic!(
+                    "conformance child process for {test_name} failed: {}",
+                    failure.report()
+                );
+            }
+            return;
+        }
+        let Some(c) = CHECKS.iter().find(|c| c.name() == check) else {
+            panic!("conformance_suite! names a check this crate does not have: {check}");
+        };
+        let settings = Settings {
+            cases: None,
+            regressions: Some(regressions),
+            test_name: Some(test_name),
+        };
+        match c.run(factory, &settings) {
+            Ok(Outcome::Passed) => {}
+            Ok(Outcome::Skipped(why)) => eprintln!("skipped: {why}"),
+            Err(failure) => panic!("conformance check {check} failed: {}", failure.report()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CHECKS;
+
+    /// The macro lists every check by hand; this keeps the list and [`CHECKS`] in step.
+    #[test]
+    fn the_macro_lists_every_check_once() {
+        let src = include_str!("lib.rs");
+        let start = src.find("(@tests $factory;").unwrap_or(0);
+        let end = src[start..].find(");").map_or(src.len(), |e| start + e);
+        let listed: Vec<&str> = src[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let names: Vec<&str> = CHECKS.iter().map(|c| c.name()).collect();
+        assert_eq!(listed, names);
+    }
+}
