@@ -1,1 +1,426 @@
-fn main() {}
+#![doc = include_str!("../README.md")]
+// A benchmark turns counts into rates and pixels; every count is far below 2^52.
+#![allow(clippy::cast_precision_loss)]
+
+mod ceiling;
+mod child;
+mod faulty;
+mod machine;
+mod report;
+mod stats;
+mod targets;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use vgi_storage::ManualClock;
+
+use crate::report::{Results, TargetInfo};
+use crate::stats::{Recorder, Sample, summarize};
+use crate::targets::Target;
+use crate::workloads::{ChildSpec, Sizes, Workload};
+
+/// Any failure of a run: a store error, an I/O error, or a failed correctness check.
+pub(crate) type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Return early with a formatted error.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(format!($($arg)*).into())
+    };
+}
+pub(crate) use bail;
+
+/// The directory holding the stores; a fresh temp dir when unset.
+const DIR_VAR: &str = "VGI_BENCH_DIR";
+
+const USAGE: &str = "\
+usage: vgi-storage-bench [--quick] [--runs N] [--only NAME,...] [--json PATH] [--svg PATH]
+
+Runs every workload against every compiled-in backend and its raw-engine ceiling,
+prints a table, and writes every figure to a JSON file and a chart to an SVG file.
+
+  --quick         tiny sizes (about 1/100), a smoke run of every code path
+  --runs N        runs per workload and target (default 3, --quick 2); the table shows medians
+  --only NAMES    only these targets (memory, sqlite, redb, raw-map, raw-sqlite, raw-redb)
+  --json PATH     default bench/results/latest.json (--quick: latest-quick.json)
+  --svg PATH      default bench/results/latest.svg (--quick: latest-quick.svg)
+
+environment:
+  VGI_BENCH_DIR   where the stores are created (default: a fresh temp dir); tmpfs and disk differ
+";
+
+struct Args {
+    quick: bool,
+    runs: Option<usize>,
+    only: Option<Vec<String>>,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> BenchResult<Option<Args>> {
+    let mut a = Args {
+        quick: false,
+        runs: None,
+        only: None,
+        json: None,
+        svg: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--runs" => {
+                a.runs = Some(
+                    value("--runs")?
+                        .parse()
+                        .map_err(|e| format!("--runs: {e}"))?,
+                );
+            }
+            "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
+            "--json" => a.json = Some(value("--json")?.into()),
+            "--svg" => a.svg = Some(value("--svg")?.into()),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = if args.first().map(String::as_str) == Some(child::SUBCOMMAND) {
+        child::run(&args[1..])
+    } else {
+        parse_args(&args).and_then(|a| a.map_or(Ok(()), run))
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("vgi-storage-bench: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                let _ = write!(msg, ": {s}");
+                source = s.source();
+            }
+            eprintln!("\n{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn results_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("results")
+}
+
+fn run(args: Args) -> BenchResult<()> {
+    let started = Instant::now();
+    let (mut targets, skipped) = targets::available();
+    if let Some(only) = &args.only {
+        if only.iter().any(|n| n == "broken-queue") {
+            targets.push(targets::broken_queue());
+        }
+        if let Some(bad) = only
+            .iter()
+            .find(|n| !targets.iter().any(|t| t.name == n.as_str()))
+        {
+            bail!("--only: unknown or not compiled-in target `{bad}`");
+        }
+        targets.retain(|t| only.iter().any(|n| n == t.name));
+    }
+
+    let base = match std::env::var_os(DIR_VAR) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
+            tempfile::Builder::new()
+                .prefix("vgi-bench-")
+                .tempdir_in(&dir)?
+        }
+        None => tempfile::Builder::new().prefix("vgi-bench-").tempdir()?,
+    };
+    let (mount, fs) = machine::filesystem(base.path());
+    let machine = machine::Machine::detect();
+
+    print_header(
+        &args,
+        &targets,
+        &skipped,
+        &machine,
+        base.path(),
+        &mount,
+        &fs,
+    );
+    let (figures, infos) = measure(&targets, &args, base.path())?;
+    let results = Results {
+        tool: "vgi-storage-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        quick: args.quick,
+        machine,
+        dir: base.path().display().to_string(),
+        dir_mount: mount,
+        dir_fs: fs,
+        sizes: sizes_for_kind(&args, false),
+        fsync_sizes: sizes_for_kind(&args, true),
+        targets: infos,
+        skipped,
+        figures,
+        total_secs: started.elapsed().as_secs_f64(),
+    };
+    println!("{}", report::table(&results));
+    println!(
+        "* best backend of the row (ceilings not counted); '-' not run (process drains need a store shared across processes)"
+    );
+    println!();
+    println!("{}", report::ratios(&results));
+
+    for s in &results.skipped {
+        println!("skipped: {s}");
+    }
+    let suffix = if args.quick { "latest-quick" } else { "latest" };
+    let json_path = args
+        .json
+        .unwrap_or_else(|| results_dir().join(format!("{suffix}.json")));
+    let svg_path = args
+        .svg
+        .unwrap_or_else(|| results_dir().join(format!("{suffix}.svg")));
+    let mut json = serde_json::to_value(&results)?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "ratio_to_ceiling".to_owned(),
+            serde_json::to_value(report::ratio_map(&results))?,
+        );
+    }
+    write_file(&json_path, &serde_json::to_string_pretty(&json)?)?;
+    write_file(&svg_path, &report::svg(&results))?;
+    println!(
+        "total {:.0} s; figures in {}, chart in {}",
+        results.total_secs,
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(())
+}
+
+type Figures = BTreeMap<String, BTreeMap<String, stats::Summary>>;
+
+/// Run every workload on every target, `runs` times each, on fresh stores under `base`.
+fn measure(
+    targets: &[Target],
+    args: &Args,
+    base: &Path,
+) -> BenchResult<(Figures, Vec<TargetInfo>)> {
+    let sizes_for = |t: &Target| sizes_for_kind(args, t.fsync_per_commit);
+    let total: usize = targets
+        .iter()
+        .map(|t| Workload::ALL.len() * sizes_for(t).runs)
+        .sum();
+    let mut done = 0;
+    let mut samples: BTreeMap<String, BTreeMap<&'static str, Vec<Sample>>> = BTreeMap::new();
+    let mut infos = Vec::new();
+    let tty = std::io::stderr().is_terminal();
+    for target in targets {
+        let sizes = sizes_for(target);
+        let mut store_name = String::new();
+        for workload in Workload::ALL {
+            for run in 1..=sizes.runs {
+                done += 1;
+                progress(tty, done, total, target, workload, run, sizes.runs);
+                let dir = tempfile::Builder::new()
+                    .prefix(target.name)
+                    .tempdir_in(base)?;
+                let rec = run_one(target, workload, &sizes, dir.path(), &mut store_name).map_err(
+                    |e| {
+                        format!(
+                            "{}, {} workload, run {run}: {e}",
+                            target.name,
+                            workload.name()
+                        )
+                    },
+                )?;
+                let per_target = samples.entry(target.name.to_owned()).or_default();
+                for (step, sample) in rec.steps {
+                    per_target.entry(step).or_default().push(sample);
+                }
+            }
+        }
+        infos.push(TargetInfo {
+            name: target.name.to_owned(),
+            ceiling_of: target.ceiling_of.map(str::to_owned),
+            durability: target.durability.to_owned(),
+            store: store_name,
+        });
+    }
+    if tty {
+        eprintln!();
+    }
+
+    let figures = samples
+        .into_iter()
+        .map(|(t, steps)| {
+            (
+                t,
+                steps
+                    .into_iter()
+                    .map(|(s, v)| (s.to_owned(), summarize(&v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok((figures, infos))
+}
+
+fn print_header(
+    args: &Args,
+    targets: &[Target],
+    skipped: &[String],
+    machine: &machine::Machine,
+    base: &Path,
+    mount: &str,
+    fs: &str,
+) {
+    println!(
+        "vgi-storage-bench{}",
+        if args.quick { " --quick" } else { "" }
+    );
+    println!(
+        "machine:   {} ({} cores, {:.1} GiB memory, {})",
+        machine.cpu, machine.cores, machine.memory_gib, machine.os
+    );
+    let tmpfs = if fs == "tmpfs" {
+        "tmpfs: memory, fsync is free"
+    } else {
+        "not tmpfs: fsync reaches the device"
+    };
+    println!(
+        "directory: {} ({fs} mounted at {mount}; {tmpfs}; set {DIR_VAR} to choose)",
+        base.display()
+    );
+    println!("durability:");
+    for t in targets {
+        println!("  {:<11} {}", t.name, t.durability);
+    }
+    for s in skipped {
+        println!("skipped:   {s}");
+    }
+    let fast = targets
+        .iter()
+        .filter(|t| !t.fsync_per_commit)
+        .map(|t| t.name)
+        .collect::<Vec<_>>();
+    let slow = targets
+        .iter()
+        .filter(|t| t.fsync_per_commit)
+        .map(|t| t.name)
+        .collect::<Vec<_>>();
+    for (names, fsync) in [(fast, false), (slow, true)] {
+        if !names.is_empty() {
+            println!(
+                "sizes:     {}: {}",
+                names.join(", "),
+                describe_sizes(&sizes_for_kind(args, fsync))
+            );
+        }
+    }
+    println!();
+}
+
+fn sizes_for_kind(args: &Args, fsync_per_commit: bool) -> Sizes {
+    let mut s = Sizes::for_target(args.quick, fsync_per_commit);
+    if let Some(runs) = args.runs {
+        s.runs = runs.max(1);
+    }
+    s
+}
+
+fn describe_sizes(s: &Sizes) -> String {
+    format!(
+        "kv {} keys x 1 KiB, hot {} keys x {} rounds, CAS {} increments, log {} x 64 KiB (pages of {}), \
+         queue {} items, {} scopes; {} threads; {} runs",
+        s.kv_keys,
+        s.hot_keys,
+        s.hot_rounds,
+        s.cas_increments,
+        s.log_entries,
+        s.log_page,
+        s.queue_items,
+        s.scopes,
+        s.threads,
+        s.runs
+    )
+}
+
+fn write_file(path: &Path, text: &str) -> BenchResult<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn progress(
+    tty: bool,
+    done: usize,
+    total: usize,
+    target: &Target,
+    workload: Workload,
+    run: usize,
+    runs: usize,
+) {
+    let line = format!(
+        "[{done:>3}/{total}] {:<11} {:<16} run {run}/{runs}",
+        target.name,
+        workload.name()
+    );
+    let mut err = std::io::stderr().lock();
+    let _ = if tty {
+        write!(err, "\r{line}  ")
+    } else {
+        writeln!(err, "{line}")
+    };
+    let _ = err.flush();
+}
+
+/// One workload, once, on a fresh store in `dir`.
+fn run_one(
+    target: &Target,
+    workload: Workload,
+    sizes: &Sizes,
+    dir: &Path,
+    store_name: &mut String,
+) -> BenchResult<Recorder> {
+    let mut rec = Recorder::default();
+    // Every store runs on a manual clock; only the lifecycle workload moves it.
+    let clock = ManualClock::starting_now();
+    let store = target.open(dir, Arc::new(clock.clone()))?;
+    store.name().clone_into(store_name);
+    match workload {
+        Workload::AggregateState => workloads::aggregate_state(&*store, sizes, &mut rec)?,
+        Workload::Buffering => workloads::buffering(&*store, sizes, &mut rec)?,
+        Workload::ParallelScan => {
+            let spec = ChildSpec {
+                target: target.name.to_owned(),
+                dir: dir.to_owned(),
+            };
+            workloads::parallel_scan(&*store, sizes, Some(&spec), &mut rec)?;
+        }
+        Workload::Lifecycle => workloads::lifecycle(&*store, &clock, sizes, &mut rec)?,
+    }
+    Ok(rec)
+}
