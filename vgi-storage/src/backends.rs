@@ -9,19 +9,24 @@ pub(crate) fn open(config: &StorageConfig, clock: SharedClock) -> Result<SharedS
     let kind: BackendKind = config.backend;
     match kind {
         #[cfg(feature = "memory")]
-        BackendKind::Memory => {
-            Ok(std::sync::Arc::new(vgi_storage_memory::MemoryStorage::with_clock(clock)))
-        }
+        BackendKind::Memory => Ok(std::sync::Arc::new(
+            vgi_storage_memory::MemoryStorage::with_clock(clock),
+        )),
         #[cfg(feature = "sqlite")]
         BackendKind::Sqlite => sqlite(config, clock),
         #[cfg(feature = "redb")]
         BackendKind::Redb => redb(config, clock),
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => postgres(config, clock),
+        // Reached only in builds without some backend; with every feature on it is dead.
+        #[allow(unreachable_patterns)]
         other => {
             let _ = clock;
             other.ensure_compiled_in()?;
-            Err(crate::config::config_error(other, "backend is compiled in but not wired".into()))
+            Err(crate::config::config_error(
+                other,
+                "backend is compiled in but not wired".into(),
+            ))
         }
     }
 }
@@ -52,7 +57,12 @@ fn redb(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
     };
     let mut builder = RedbStorage::builder(path).clock(clock);
     if let Some(durability) = config.options.get("durability") {
-        builder = builder.durability(durability.parse::<Durability>()?);
+        // `validate` admitted only these two spellings.
+        builder = builder.durability(if durability.eq_ignore_ascii_case("deferred") {
+            Durability::Deferred
+        } else {
+            Durability::Immediate
+        });
     }
     if let Some(multi) = config.bool_option("multi_process")? {
         builder = builder.multi_process(multi);
@@ -62,10 +72,10 @@ fn redb(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
 
 #[cfg(feature = "postgres")]
 fn postgres(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
-    use vgi_storage_postgres::PostgresStorage;
+    use vgi_storage_postgres::{PostgresSource, PostgresStorage};
     let mut builder = match &config.url {
-        Some(url) => PostgresStorage::builder(url.as_str())?,
-        None => PostgresStorage::builder_from_env()?,
+        Some(url) => PostgresStorage::builder(url.as_str()),
+        None => PostgresStorage::builder(PostgresSource::Env),
     };
     builder = builder.clock(clock);
     if let Some(schema) = config.options.get("schema") {

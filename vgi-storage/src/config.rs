@@ -20,7 +20,7 @@ use crate::BackendKind;
 /// |---|---|---|
 /// | `memory` | none | none |
 /// | `sqlite` | `path` (default: per-user temp dir, `state.db`) | `synchronous` (`normal`, `full`), `busy_timeout_ms` |
-/// | `redb` | `path` (default: per-user temp dir, `state.redb`) | `durability` (`immediate`, `none`), `multi_process` (`true`, `false`) |
+/// | `redb` | `path` (default: per-user temp dir, `state.redb`) | `durability` (`immediate`, `deferred`), `multi_process` (`true`, `false`) |
 /// | `postgres` | `url` (default: libpq `PG*` variables) | `schema`, `pool_size`, `checkout_timeout_ms` |
 ///
 /// ```
@@ -83,7 +83,12 @@ impl StorageConfig {
     /// A config for `backend` at its default location with no options.
     #[must_use]
     pub fn new(backend: BackendKind) -> Self {
-        Self { backend, path: None, url: None, options: BTreeMap::new() }
+        Self {
+            backend,
+            path: None,
+            url: None,
+            options: BTreeMap::new(),
+        }
     }
 
     /// Set the database file (`sqlite`, `redb`).
@@ -161,7 +166,8 @@ impl StorageConfig {
                 "`url` is for postgres; give a file backend a `path`".to_owned(),
             ));
         }
-        if self.path.is_some() && matches!(self.backend, BackendKind::Memory | BackendKind::Postgres)
+        if self.path.is_some()
+            && matches!(self.backend, BackendKind::Memory | BackendKind::Postgres)
         {
             return Err(config_error(
                 self.backend,
@@ -175,16 +181,24 @@ impl StorageConfig {
         match name {
             "busy_timeout_ms" | "checkout_timeout_ms" => self.u64_option(name).map(|_| ()),
             "pool_size" => match self.u64_option(name)? {
-                Some(0) => Err(config_error(self.backend, "`pool_size` must be at least 1".into())),
+                Some(0) => Err(config_error(
+                    self.backend,
+                    "`pool_size` must be at least 1".into(),
+                )),
                 _ => Ok(()),
             },
             "multi_process" => self.bool_option(name).map(|_| ()),
             "synchronous" => one_of(self.backend, name, value, &["normal", "full"]),
-            "durability" => one_of(self.backend, name, value, &["immediate", "none"]),
+            "durability" => one_of(self.backend, name, value, &["immediate", "deferred"]),
             "schema" => {
-                let ok = value.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                let ok = value
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                     && value.len() <= 63
-                    && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
                 if ok {
                     Ok(())
                 } else {
@@ -252,26 +266,42 @@ impl FromStr for StorageConfig {
 }
 
 pub(crate) fn config_error(backend: BackendKind, hint: String) -> StorageError {
-    StorageError::Config { store: backend.name().to_owned(), hint, source: None }
+    StorageError::Config {
+        store: backend.name().to_owned(),
+        hint,
+        source: None,
+    }
 }
 
 fn one_of(backend: BackendKind, name: &str, value: &str, allowed: &[&str]) -> Result<()> {
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(value)) {
         return Ok(());
     }
-    Err(config_error(backend, format!("`{name}={value}` is not valid; use one of {}", allowed.join(", "))))
+    Err(config_error(
+        backend,
+        format!(
+            "`{name}={value}` is not valid; use one of {}",
+            allowed.join(", ")
+        ),
+    ))
 }
 
 fn parse_query(query: &str, backend: BackendKind) -> Result<BTreeMap<String, String>> {
     let mut options = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let Some((name, value)) = pair.split_once('=') else {
-            return Err(config_error(backend, format!("option `{pair}` has no value; write `{pair}=...`")));
+            return Err(config_error(
+                backend,
+                format!("option `{pair}` has no value; write `{pair}=...`"),
+            ));
         };
         let name = percent_decode(name, backend)?;
         let value = percent_decode(value, backend)?;
         if options.insert(name.clone(), value).is_some() {
-            return Err(config_error(backend, format!("option `{name}` is given twice")));
+            return Err(config_error(
+                backend,
+                format!("option `{name}` is given twice"),
+            ));
         }
     }
     Ok(options)
@@ -309,9 +339,14 @@ fn percent_decode(s: &str, backend: BackendKind) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             let Some(byte) = hex else {
-                return Err(config_error(backend, format!("bad percent-escape in `{s}`; write `%` as `%25`")));
+                return Err(config_error(
+                    backend,
+                    format!("bad percent-escape in `{s}`; write `%` as `%25`"),
+                ));
             };
             out.push(byte);
             i += 3;
@@ -329,7 +364,9 @@ fn percent_decode(s: &str, backend: BackendKind) -> Result<String> {
 
 /// `postgres://user:secret@host/db?password=x` -> `postgres://user:***@host/db?password=***`.
 pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let mut out = match base.split_once("://") {
         Some((scheme, rest)) => {
             let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
@@ -346,7 +383,13 @@ pub(crate) fn redact_url(url: &str) -> String {
     if let Some(query) = query {
         let params: Vec<&str> = query
             .split('&')
-            .map(|p| if p.starts_with("password=") { "password=***" } else { p })
+            .map(|p| {
+                if p.starts_with("password=") {
+                    "password=***"
+                } else {
+                    p
+                }
+            })
             .collect();
         out.push('?');
         out.push_str(&params.join("&"));

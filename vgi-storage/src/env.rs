@@ -62,7 +62,12 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<EnvStorage> {
     let ttl = ttl_from_vars(&var)?;
     let storage = config.open()?;
     let gc = storage.gc(ttl)?;
-    Ok(EnvStorage { storage, config, ttl, gc })
+    Ok(EnvStorage {
+        storage,
+        config,
+        ttl,
+        gc,
+    })
 }
 
 /// The config [`STORAGE_VAR`] names, without opening it.
@@ -81,12 +86,16 @@ pub fn config_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<StorageC
 pub fn ttl_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Duration> {
     match var(TTL_VAR) {
         None => Ok(DEFAULT_TTL),
-        Some(raw) => raw.trim().parse::<u64>().map(Duration::from_secs).map_err(|e| {
-            StorageError::Config {
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| StorageError::Config {
                 store: "vgi-storage".to_owned(),
-                hint: format!("{TTL_VAR}={raw} is not a whole number of seconds; unset it for 24 h"),
+                hint: format!(
+                    "{TTL_VAR}={raw} is not a whole number of seconds; unset it for 24 h"
+                ),
                 source: Some(Box::new(e)),
-            }
-        }),
+            }),
     }
 }

@@ -123,15 +123,29 @@ mod tests {
 
     #[test]
     fn unknown_backend_lists_the_known_ones() {
-        let err = "sqlit".parse::<BackendKind>().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("unknown backend `sqlit`") && err.contains("redb"), "{err}");
+        let err = "sqlit"
+            .parse::<BackendKind>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("unknown backend `sqlit`") && err.contains("redb"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_backend_names_its_feature() {
         for kind in BackendKind::ALL.into_iter().filter(|k| !k.is_compiled_in()) {
-            let err = kind.ensure_compiled_in().err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains(&format!("features = [\"{}\"]", kind.feature())), "{err}");
+            let err = kind
+                .ensure_compiled_in()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains(&format!("features = [\"{}\"]", kind.feature())),
+                "{err}"
+            );
         }
         for kind in BackendKind::compiled_in() {
             assert!(kind.ensure_compiled_in().is_ok());

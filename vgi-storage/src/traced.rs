@@ -154,7 +154,11 @@ impl<S: FunctionStorage> FunctionStorage for TracedStorage<S> {
         span.record("key_len", key.len());
         span.record("items", values.len());
         span.record("bytes", values.iter().map(Vec::len).sum::<usize>());
-        Self::traced(&span, || self.inner.append_batch(scope, ns, key, values), ok)
+        Self::traced(
+            &span,
+            || self.inner.append_batch(scope, ns, key, values),
+            ok,
+        )
     }
 
     fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
@@ -174,10 +178,17 @@ impl<S: FunctionStorage> FunctionStorage for TracedStorage<S> {
     ) -> Result<Vec<LogEntry>> {
         let span = self.span("scan", scope);
         span.record("key_len", key.len());
-        let result = Self::traced(&span, || self.inner.scan(scope, ns, key, after_id, limit), ok);
+        let result = Self::traced(
+            &span,
+            || self.inner.scan(scope, ns, key, after_id, limit),
+            ok,
+        );
         if let Ok(entries) = &result {
             span.record("items", entries.len());
-            span.record("bytes", entries.iter().map(|e| e.value.len()).sum::<usize>());
+            span.record(
+                "bytes",
+                entries.iter().map(|e| e.value.len()).sum::<usize>(),
+            );
         }
         result
     }

@@ -42,20 +42,36 @@ fn memory_url_forms() -> TestResult {
 
 #[test]
 fn sqlite_url_with_path_and_options() -> TestResult {
-    let config =
-        StorageConfig::from_url("sqlite:/var/lib/vgi/state.db?synchronous=full&busy_timeout_ms=5000")?;
+    let config = StorageConfig::from_url(
+        "sqlite:/var/lib/vgi/state.db?synchronous=full&busy_timeout_ms=5000",
+    )?;
     assert_eq!(config.backend, BackendKind::Sqlite);
     assert_eq!(config.path, Some(PathBuf::from("/var/lib/vgi/state.db")));
-    assert_eq!(config.options.get("synchronous").map(String::as_str), Some("full"));
-    assert_eq!(config.options.get("busy_timeout_ms").map(String::as_str), Some("5000"));
+    assert_eq!(
+        config.options.get("synchronous").map(String::as_str),
+        Some("full")
+    );
+    assert_eq!(
+        config.options.get("busy_timeout_ms").map(String::as_str),
+        Some("5000")
+    );
     Ok(())
 }
 
 #[test]
 fn sqlite_url_variants() -> TestResult {
-    assert_eq!(StorageConfig::from_url("sqlite:///tmp/a.db")?.path, Some("/tmp/a.db".into()));
-    assert_eq!(StorageConfig::from_url("sqlite:relative.db")?.path, Some("relative.db".into()));
-    assert_eq!(StorageConfig::from_url("sqlite:/tmp/a%20b.db")?.path, Some("/tmp/a b.db".into()));
+    assert_eq!(
+        StorageConfig::from_url("sqlite:///tmp/a.db")?.path,
+        Some("/tmp/a.db".into())
+    );
+    assert_eq!(
+        StorageConfig::from_url("sqlite:relative.db")?.path,
+        Some("relative.db".into())
+    );
+    assert_eq!(
+        StorageConfig::from_url("sqlite:/tmp/a%20b.db")?.path,
+        Some("/tmp/a b.db".into())
+    );
     assert_eq!(StorageConfig::from_url("sqlite:")?.path, None);
     assert_eq!(StorageConfig::from_url("sqlite")?.path, None);
     Ok(())
@@ -63,7 +79,8 @@ fn sqlite_url_variants() -> TestResult {
 
 #[test]
 fn redb_url_with_options() -> TestResult {
-    let config = StorageConfig::from_url("redb:/data/state.redb?durability=none&multi_process=true")?;
+    let config =
+        StorageConfig::from_url("redb:/data/state.redb?durability=deferred&multi_process=true")?;
     assert_eq!(config.backend, BackendKind::Redb);
     assert_eq!(config.path, Some(PathBuf::from("/data/state.redb")));
     assert_eq!(config.options.len(), 2);
@@ -76,9 +93,18 @@ fn postgres_url_keeps_client_params_and_takes_ours() -> TestResult {
         "postgres://vgi@db.internal:5432/state?sslmode=disable&schema=vgi_a&pool_size=4",
     )?;
     assert_eq!(config.backend, BackendKind::Postgres);
-    assert_eq!(config.url.as_deref(), Some("postgres://vgi@db.internal:5432/state?sslmode=disable"));
-    assert_eq!(config.options.get("schema").map(String::as_str), Some("vgi_a"));
-    assert_eq!(config.options.get("pool_size").map(String::as_str), Some("4"));
+    assert_eq!(
+        config.url.as_deref(),
+        Some("postgres://vgi@db.internal:5432/state?sslmode=disable")
+    );
+    assert_eq!(
+        config.options.get("schema").map(String::as_str),
+        Some("vgi_a")
+    );
+    assert_eq!(
+        config.options.get("pool_size").map(String::as_str),
+        Some("4")
+    );
     let plain = StorageConfig::from_url("postgresql://localhost/db")?;
     assert_eq!(plain.url.as_deref(), Some("postgresql://localhost/db"));
     Ok(())
@@ -88,7 +114,10 @@ fn postgres_url_keeps_client_params_and_takes_ours() -> TestResult {
 fn debug_output_hides_the_postgres_password() -> TestResult {
     let config = StorageConfig::from_url("postgres://vgi:hunter2@db/state?password=hunter3")?;
     let shown = format!("{config:?}");
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
     assert!(shown.contains("vgi:***@db"), "{shown}");
     Ok(())
 }
@@ -98,7 +127,10 @@ fn unknown_scheme_is_an_error_listing_the_backends() {
     let e = err_of(StorageConfig::from_url("sqlit:/tmp/x.db"));
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let msg = e.to_string();
-    assert!(msg.contains("unknown backend `sqlit`") && msg.contains("sqlite, redb"), "{msg}");
+    assert!(
+        msg.contains("unknown backend `sqlit`") && msg.contains("sqlite, redb"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -114,15 +146,30 @@ fn unknown_option_names_the_valid_ones() {
 #[test]
 fn bad_option_values_say_what_is_allowed() {
     let cases = [
-        ("sqlite:/tmp/x.db?synchronous=fast", "use one of normal, full"),
-        ("sqlite:/tmp/x.db?busy_timeout_ms=soon", "not a whole number"),
+        (
+            "sqlite:/tmp/x.db?synchronous=fast",
+            "use one of normal, full",
+        ),
+        (
+            "sqlite:/tmp/x.db?busy_timeout_ms=soon",
+            "not a whole number",
+        ),
         ("sqlite:/tmp/x.db?busy_timeout_ms=-1", "not a whole number"),
         ("redb:/tmp/x.redb?multi_process=maybe", "use true or false"),
-        ("redb:/tmp/x.redb?durability=eventual", "use one of immediate, none"),
+        (
+            "redb:/tmp/x.redb?durability=eventual",
+            "use one of immediate, deferred",
+        ),
         ("postgres://h/db?pool_size=0", "at least 1"),
-        ("postgres://h/db?schema=Robert');DROP", "not a plain identifier"),
+        (
+            "postgres://h/db?schema=Robert');DROP",
+            "not a plain identifier",
+        ),
         ("sqlite:/tmp/x.db?synchronous", "has no value"),
-        ("sqlite:/tmp/x.db?synchronous=full&synchronous=normal", "given twice"),
+        (
+            "sqlite:/tmp/x.db?synchronous=full&synchronous=normal",
+            "given twice",
+        ),
         ("sqlite:/tmp/x%zz.db", "bad percent-escape"),
         ("memory:/tmp/x", "takes no path"),
     ];
@@ -139,7 +186,10 @@ fn config_file_form_deserialises_with_typed_values() -> TestResult {
         r#"{"backend": "sqlite", "path": "/tmp/s.db",
             "options": {"synchronous": "full", "busy_timeout_ms": 250}}"#,
     )?;
-    assert_eq!(config, StorageConfig::from_url("sqlite:/tmp/s.db?synchronous=full&busy_timeout_ms=250")?);
+    assert_eq!(
+        config,
+        StorageConfig::from_url("sqlite:/tmp/s.db?synchronous=full&busy_timeout_ms=250")?
+    );
     config.validate()?;
     Ok(())
 }
@@ -147,21 +197,34 @@ fn config_file_form_deserialises_with_typed_values() -> TestResult {
 #[test]
 fn config_file_rejects_unknown_fields_and_backends() {
     let typo = serde_json::from_str::<StorageConfig>(r#"{"backend": "sqlite", "pth": "/x"}"#);
-    assert!(typo.err().is_some_and(|e| e.to_string().contains("unknown field `pth`")));
+    assert!(
+        typo.err()
+            .is_some_and(|e| e.to_string().contains("unknown field `pth`"))
+    );
     let unknown = serde_json::from_str::<StorageConfig>(r#"{"backend": "mongo"}"#);
-    assert!(unknown.err().is_some_and(|e| e.to_string().contains("unknown variant `mongo`")));
+    assert!(
+        unknown
+            .err()
+            .is_some_and(|e| e.to_string().contains("unknown variant `mongo`"))
+    );
 }
 
 #[test]
 fn config_file_rejects_a_location_for_the_wrong_backend() {
     let config = StorageConfig::new(BackendKind::Memory).with_path("/tmp/x");
-    let e = config.validate().err().map(|e| e.to_string()).unwrap_or_default();
+    let e = config
+        .validate()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("`path` is for sqlite and redb"), "{e}");
 }
 
 fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> =
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     move |name| map.get(name).cloned()
 }
 
@@ -171,7 +234,10 @@ fn env_unset_means_sqlite_in_the_default_dir_and_a_day_of_ttl() -> TestResult {
     assert_eq!(config, StorageConfig::new(BackendKind::Sqlite));
     assert_eq!(ttl_from_vars(vars(&[]))?, DEFAULT_TTL);
     assert_eq!(DEFAULT_TTL, Duration::from_secs(86_400));
-    assert_eq!(config_from_vars(vars(&[(STORAGE_VAR, "  ")]))?.backend, BackendKind::Sqlite);
+    assert_eq!(
+        config_from_vars(vars(&[(STORAGE_VAR, "  ")]))?.backend,
+        BackendKind::Sqlite
+    );
     Ok(())
 }
 
@@ -185,9 +251,16 @@ fn env_takes_names_and_urls() -> TestResult {
         ("sqlite:/tmp/w.db", BackendKind::Sqlite),
         ("redb:/tmp/w.redb", BackendKind::Redb),
     ] {
-        assert_eq!(config_from_vars(vars(&[(STORAGE_VAR, value)]))?.backend, kind, "{value}");
+        assert_eq!(
+            config_from_vars(vars(&[(STORAGE_VAR, value)]))?.backend,
+            kind,
+            "{value}"
+        );
     }
-    assert_eq!(ttl_from_vars(vars(&[(TTL_VAR, "60")]))?, Duration::from_secs(60));
+    assert_eq!(
+        ttl_from_vars(vars(&[(TTL_VAR, "60")]))?,
+        Duration::from_secs(60)
+    );
     assert_eq!(ttl_from_vars(vars(&[(TTL_VAR, " 0 ")]))?, Duration::ZERO);
     Ok(())
 }
@@ -196,11 +269,17 @@ fn env_takes_names_and_urls() -> TestResult {
 fn env_malformed_values_are_errors_naming_the_variable() {
     let e = config_from_vars(vars(&[(STORAGE_VAR, "sqlight")])).err();
     let msg = e.as_ref().map(|e| chain(e)).unwrap_or_default();
-    assert!(msg.contains(STORAGE_VAR) && msg.contains("unknown backend `sqlight`"), "{msg}");
+    assert!(
+        msg.contains(STORAGE_VAR) && msg.contains("unknown backend `sqlight`"),
+        "{msg}"
+    );
     for bad in ["1h", "-5", "", "ten"] {
         let e = ttl_from_vars(vars(&[(TTL_VAR, bad)])).err();
         let msg = e.as_ref().map(ToString::to_string).unwrap_or_default();
-        assert!(msg.contains(TTL_VAR) && msg.contains("whole number of seconds"), "{bad}: {msg}");
+        assert!(
+            msg.contains(TTL_VAR) && msg.contains("whole number of seconds"),
+            "{bad}: {msg}"
+        );
     }
 }
 
@@ -208,8 +287,15 @@ fn env_malformed_values_are_errors_naming_the_variable() {
 fn a_backend_not_compiled_in_names_its_feature() {
     for kind in BackendKind::ALL.into_iter().filter(|k| !k.is_compiled_in()) {
         let e = StorageConfig::new(kind).open().err();
-        assert_eq!(e.as_ref().map(StorageError::kind), Some(ErrorKind::Unsupported), "{kind}");
+        assert_eq!(
+            e.as_ref().map(StorageError::kind),
+            Some(ErrorKind::Unsupported),
+            "{kind}"
+        );
         let msg = e.map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains(&format!("enable the Cargo feature `{kind}`")), "{msg}");
+        assert!(
+            msg.contains(&format!("enable the Cargo feature `{kind}`")),
+            "{msg}"
+        );
     }
 }
