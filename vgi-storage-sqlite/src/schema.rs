@@ -7,8 +7,12 @@
 //! - every table is a rowid table: a 1 KiB value fits in a 4 KiB leaf page,
 //!   where a `WITHOUT ROWID` table (an index b-tree, whose rows spill to
 //!   overflow pages past about 1000 bytes) would need an overflow page per row;
-//! - log ids come from `AUTOINCREMENT`, allocated inside the write
-//!   transaction, so they are never reused and commit in increasing order;
+//! - log ids are rowids, allocated inside the write transaction (largest id
+//!   plus one), so they commit in increasing order. They are never reused:
+//!   when `clear` or `gc` would delete the row holding the largest id, a
+//!   high-water row with a NULL scope (which no query matches) keeps that id.
+//!   This costs nothing per append, where `AUTOINCREMENT` rewrites the
+//!   `sqlite_sequence` page in every transaction;
 //! - `vgi_scope.touched_at` is in milliseconds of the store's clock.
 
 use rusqlite::{Connection, OptionalExtension};
@@ -25,8 +29,8 @@ CREATE TABLE vgi_kv (
 );
 CREATE UNIQUE INDEX vgi_kv_key ON vgi_kv (scope, key);
 CREATE TABLE vgi_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    scope BLOB NOT NULL,
+    id INTEGER PRIMARY KEY,
+    scope BLOB,
     ns BLOB NOT NULL,
     key BLOB NOT NULL,
     value BLOB NOT NULL
@@ -52,10 +56,9 @@ const MIGRATE_REFERENCE: &str = "
 INSERT INTO vgi_kv (scope, key, value) SELECT scope, key, value FROM function_state;
 INSERT INTO vgi_log (id, scope, ns, key, value)
     SELECT id, scope, ns, key, value FROM function_log ORDER BY id;
-DELETE FROM sqlite_sequence WHERE name = 'vgi_log';
-INSERT INTO sqlite_sequence (name, seq) VALUES ('vgi_log', max(
-    coalesce((SELECT max(seq) FROM sqlite_sequence WHERE name = 'function_log'), 0),
-    coalesce((SELECT max(id) FROM vgi_log), 0)));
+INSERT INTO vgi_log (id, scope, ns, key, value)
+    SELECT seq, NULL, x'', x'', x'' FROM sqlite_sequence
+    WHERE name = 'function_log' AND seq > coalesce((SELECT max(id) FROM vgi_log), 0);
 INSERT INTO vgi_queue (id, scope, value) SELECT id, scope, value FROM work_queue ORDER BY id;
 INSERT INTO vgi_scope (scope, touched_at) SELECT scope, touched_at * 1000 FROM scope_touch;
 DROP TABLE function_state;

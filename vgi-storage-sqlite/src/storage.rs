@@ -47,6 +47,10 @@ const CLEAR: [&str; 4] = [
     "DELETE FROM vgi_queue WHERE scope = ?1",
     "DELETE FROM vgi_scope WHERE scope = ?1",
 ];
+const LOG_TOP: &str = "SELECT max(id) FROM vgi_log";
+const LOG_KEEP_TOP: &str = "INSERT INTO vgi_log (id, scope, ns, key, value)
+    SELECT ?1, NULL, x'', x'', x'' WHERE NOT EXISTS (SELECT 1 FROM vgi_log WHERE id >= ?1)";
+const LOG_DROP_OLD_TOPS: &str = "DELETE FROM vgi_log WHERE scope IS NULL AND id < ?1";
 const GC_STALE: &str = "SELECT scope FROM vgi_scope WHERE touched_at < ?1 LIMIT ?2";
 
 /// A durable store in one SQLite file (WAL mode), shared by every process that
@@ -137,6 +141,22 @@ impl SqliteStorage {
         let conn = self.writer();
         in_write_tx(&conn, || f(&conn, self.clock.now_millis()))
             .map_err(|e| error::operation(&self.name, operation, e))
+    }
+
+    /// Run `f`, one single writing statement, in autocommit mode on the write
+    /// connection.
+    ///
+    /// A lone statement that writes takes the write lock when it starts, with
+    /// no read transaction open before it (the connection is idle between
+    /// calls), so the busy handler waits for the lock exactly as for `BEGIN
+    /// IMMEDIATE`; it just saves executing BEGIN and COMMIT.
+    fn write_one<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let conn = self.writer();
+        f(&conn).map_err(|e| error::operation(&self.name, operation, e))
     }
 
     /// Run `f` on a read connection (or the write connection when there is no pool).
@@ -454,9 +474,17 @@ fn append_on(
     Ok(conn.last_insert_rowid())
 }
 
+/// Delete everything of `scope`, keeping the log's largest id in use (see
+/// the schema docs) so it is never handed out again.
 fn clear_on(conn: &Connection, scope: &[u8]) -> rusqlite::Result<()> {
+    let top: Option<i64> = conn.prepare_cached(LOG_TOP)?.query_row([], |r| r.get(0))?;
     for sql in CLEAR {
         conn.prepare_cached(sql)?.execute([scope])?;
+    }
+    if let Some(top) = top
+        && conn.prepare_cached(LOG_KEEP_TOP)?.execute([top])? > 0
+    {
+        conn.prepare_cached(LOG_DROP_OLD_TOPS)?.execute([top])?;
     }
     Ok(())
 }
@@ -498,7 +526,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        self.write("kv_del", |conn, _| {
+        self.write_one("kv_del", |conn| {
             conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
             Ok(())
         })
@@ -604,7 +632,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.write("queue_pop", |conn, _| {
+        self.write_one("queue_pop", |conn| {
             conn.prepare_cached(QUEUE_POP)?
                 .query_row([scope], |r| r.get(0))
                 .optional()

@@ -1,0 +1,503 @@
+//! Side-by-side measurement of `SqliteStorage` against a baseline written the
+//! way the reference implementation (vgi 0.5.0) works: one `Mutex<Connection>`,
+//! a second autocommit statement (the scope touch) per write, no statement
+//! cache, its `WITHOUT ROWID` kv schema, select-then-delete gc.
+//!
+//! Run with `cargo run --release -p vgi-storage-sqlite --example compare_reference`.
+//! `VGI_BENCH_DIR` picks the directory for the files (default: the temp dir);
+//! `VGI_BENCH_RUNS` the number of runs whose median is shown (default 3).
+
+// A measurement harness: rates are f64 by nature, and the workload list reads
+// best as one long function in the order of the table.
+#![allow(clippy::cast_precision_loss, clippy::too_many_lines)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use vgi_storage_core::{
+    Capabilities, ErrorKind, FunctionStorage, FunctionStorageExt, GcReport, LogEntry, ManualClock,
+    Result, SharedStorage, StorageError,
+};
+use vgi_storage_sqlite::SqliteStorage;
+
+const N: usize = 10_000;
+const VALUE: usize = 1024;
+const PAGE: usize = 100;
+
+type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("pop-child") {
+        return pop_child(&args[2], Path::new(&args[3]));
+    }
+    let runs: usize = std::env::var("VGI_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let base = std::env::var_os("VGI_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let mut rows: Vec<(String, Vec<f64>, Vec<f64>, &str)> = Vec::new();
+    let mut fairness = Vec::new();
+    for run in 0..runs {
+        for which in ["reference", "sqlite"] {
+            let dir = tempfile::tempdir_in(&base)?;
+            let results = run_all(which, dir.path())?;
+            for (i, (name, rate, target)) in results.into_iter().enumerate() {
+                if run == 0 && which == "reference" {
+                    rows.push((name.clone(), Vec::new(), Vec::new(), target));
+                }
+                if let Some(counts) = name.split(" [").nth(1) {
+                    fairness.push(format!("{which}, run {}: [{counts}", run + 1));
+                }
+                let row = &mut rows[i];
+                if which == "reference" {
+                    row.1.push(rate);
+                } else {
+                    row.2.push(rate);
+                }
+            }
+        }
+    }
+    println!("median of {runs} runs, ops/s (items/s, entries/s, scopes/s)\n");
+    println!("| workload | reference approach | vgi-storage-sqlite | ratio | target |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r, s, target) in &mut rows {
+        let (r, s) = (median(r), median(s));
+        let short = name.split(" [").next().unwrap_or(name);
+        println!("| {short} | {r:.0} | {s:.0} | {:.2}x | {target} |", s / r);
+    }
+    println!("\npops per process (2 processes popping {N} items):");
+    for line in fairness {
+        println!("- {line}");
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn open(which: &str, path: &Path, clock: Option<ManualClock>) -> Res<SharedStorage> {
+    if which == "reference" {
+        return Ok(Arc::new(Baseline::open(path)?));
+    }
+    let mut b = SqliteStorage::builder(path);
+    if let Some(c) = clock {
+        b = b.clock(Arc::new(c));
+    }
+    Ok(Arc::new(b.open()?))
+}
+
+fn rate(n: usize, since: Instant) -> f64 {
+    n as f64 / since.elapsed().as_secs_f64()
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
+}
+
+/// A fixed pseudo-random order of the keys, the same for both backends.
+fn shuffled(seed: u64) -> Vec<usize> {
+    let mut x = seed | 1;
+    let mut v: Vec<usize> = (0..N).collect();
+    for i in (1..N).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn threads2(store: &SharedStorage, f: fn(&dyn FunctionStorage, u64) -> Result<usize>) -> Res<f64> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..2u64)
+        .map(|t| {
+            let s = Arc::clone(store);
+            std::thread::spawn(move || f(&*s, t + 1))
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| "thread panicked")??;
+    }
+    Ok(rate(total, start))
+}
+
+fn gets(store: &dyn FunctionStorage, seed: u64) -> Result<usize> {
+    let mut n = 0;
+    for i in shuffled(seed) {
+        n += usize::from(store.kv_get(b"scope", &key(i))?.is_some());
+    }
+    assert_eq!(n, N);
+    Ok(n)
+}
+
+fn paged_scans(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
+    let n = store.scan_all(b"scope", b"ns", b"log", -1, PAGE)?.len();
+    assert_eq!(n, N);
+    Ok(n)
+}
+
+fn pops(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
+    Ok(store.queue_drain(b"q")?.len())
+}
+
+fn run_all(which: &str, dir: &Path) -> Res<Vec<(String, f64, &'static str)>> {
+    let mut out = Vec::new();
+    let value = vec![0xabu8; VALUE];
+    let path = dir.join("state.db");
+    let store = open(which, &path, None)?;
+
+    let start = Instant::now();
+    for i in 0..N {
+        store.kv_put(b"scope", &key(i), &value)?;
+    }
+    out.push(("kv_put 1 KiB".to_owned(), rate(N, start), ">= 1.3x"));
+    let start = Instant::now();
+    gets(&*store, 1)?;
+    out.push(("kv_get, 1 thread".to_owned(), rate(N, start), ">= 2x"));
+    out.push((
+        "kv_get, 2 threads (total)".to_owned(),
+        threads2(&store, gets)?,
+        ">= 3x",
+    ));
+
+    let start = Instant::now();
+    for _ in 0..N {
+        store.append(b"scope", b"ns", b"log", &value)?;
+    }
+    out.push(("append 1 KiB".to_owned(), rate(N, start), ">= 1.3x"));
+    let start = Instant::now();
+    let mut n = 0;
+    for _ in 0..5 {
+        n += store.scan(b"scope", b"ns", b"log", -1, usize::MAX)?.len();
+    }
+    out.push(("scan, full (entries/s)".to_owned(), rate(n, start), ""));
+    let start = Instant::now();
+    paged_scans(&*store, 0)?;
+    out.push((
+        format!("scan, pages of {PAGE} (entries/s)"),
+        rate(N, start),
+        "",
+    ));
+    out.push((
+        "scan, pages, 2 threads (total)".to_owned(),
+        threads2(&store, paged_scans)?,
+        "",
+    ));
+
+    let items: Vec<Vec<u8>> = (0..N).map(key).collect();
+    let start = Instant::now();
+    store.queue_push(b"q", &items)?;
+    out.push((
+        "queue_push, one call of 10k (items/s)".to_owned(),
+        rate(N, start),
+        ">= 2x",
+    ));
+    let start = Instant::now();
+    let n = pops(&*store, 0)?;
+    assert_eq!(n, N);
+    out.push(("queue_pop until empty".to_owned(), rate(n, start), ""));
+    let start = Instant::now();
+    for item in &items {
+        store.queue_push(b"q", std::slice::from_ref(item))?;
+    }
+    out.push((
+        "queue_push, 10k calls of one".to_owned(),
+        rate(N, start),
+        "",
+    ));
+    out.push((
+        "queue_pop, 2 threads (total)".to_owned(),
+        threads2(&store, pops)?,
+        "",
+    ));
+
+    store.queue_push(b"q", &items)?;
+    drop(store);
+    // Both children start popping at once; the rate counts process start-up too.
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let spawned: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["pop-child", which])
+                .arg(&path)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut counts = Vec::new();
+    for child in spawned {
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        counts.push(
+            text.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("child said {text:?}"))?,
+        );
+    }
+    let popped: usize = counts.iter().sum();
+    assert_eq!(popped, N, "items lost or duplicated: {counts:?}");
+    out.push((
+        format!("queue_pop, 2 processes (total) [{counts:?}]"),
+        rate(N, start),
+        "both progress",
+    ));
+
+    let clock = ManualClock::new(1_000_000_000);
+    let store = open(which, &dir.join("gc.db"), Some(clock.clone()))?;
+    for i in 0..N {
+        store.kv_put(&key(i), b"k", b"v")?;
+        if i == N / 2 - 1 {
+            clock.advance(Duration::from_secs(3600));
+        }
+    }
+    if which == "reference" {
+        Baseline::backdate_below(&dir.join("gc.db"), &key(N / 2))?;
+    }
+    let start = Instant::now();
+    let removed = store.gc(Duration::from_secs(1800))?.scopes_removed();
+    let gc_rate = rate(removed, start);
+    if which == "sqlite" {
+        assert_eq!(removed, N / 2);
+    }
+    assert_eq!(store.kv_get(&key(N - 1), b"k")?.as_deref(), Some(&b"v"[..]));
+    out.push((
+        "gc, 10k scopes half stale (scopes/s)".to_owned(),
+        gc_rate,
+        ">= 10x",
+    ));
+    Ok(out)
+}
+
+fn pop_child(which: &str, path: &Path) -> Res<()> {
+    let store = open(which, path, None)?;
+    let mut n = 0;
+    while store.queue_pop(b"q")?.is_some() {
+        n += 1;
+    }
+    println!("{n}");
+    Ok(())
+}
+
+/// The reference's way, rebuilt: infallible-style statements, now as Results.
+struct Baseline {
+    conn: Mutex<Connection>,
+}
+
+fn other(op: &'static str, e: rusqlite::Error) -> StorageError {
+    StorageError::operation("reference", op, ErrorKind::Other, "baseline", e)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Baseline {
+    fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS function_state (
+                 scope BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (scope, key)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS function_log (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 scope BLOB NOT NULL, ns BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS function_log_key ON function_log (scope, ns, key, id);
+             CREATE TABLE IF NOT EXISTS work_queue (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, scope BLOB NOT NULL, value BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS work_queue_scope ON work_queue (scope, id);
+             CREATE TABLE IF NOT EXISTS scope_touch (
+                 scope BLOB PRIMARY KEY, touched_at INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn backdate_below(path: &Path, below: &[u8]) -> rusqlite::Result<()> {
+        let conn = Connection::open(path)?;
+        conn.execute(
+            "UPDATE scope_touch SET touched_at = 0 WHERE scope < ?1",
+            [below],
+        )?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touch(conn: &Connection, scope: &[u8]) {
+        let _ = conn.execute(
+            "INSERT INTO scope_touch (scope, touched_at) VALUES (?1, ?2)
+             ON CONFLICT(scope) DO UPDATE SET touched_at = excluded.touched_at",
+            params![scope, now_secs()],
+        );
+    }
+}
+
+impl FunctionStorage for Baseline {
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+    }
+    fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lock()
+            .query_row(
+                "SELECT value FROM function_state WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| other("kv_get", e))
+    }
+    fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO function_state (scope, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value",
+            params![scope, key, value],
+        )
+        .map_err(|e| other("kv_put", e))?;
+        Self::touch(&conn, scope);
+        Ok(())
+    }
+    fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        self.lock()
+            .execute(
+                "DELETE FROM function_state WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+            )
+            .map_err(|e| other("kv_del", e))?;
+        Ok(())
+    }
+    fn kv_compare_and_swap(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: Option<&[u8]>,
+        _: Option<&[u8]>,
+    ) -> Result<bool> {
+        Err(StorageError::Unsupported {
+            backend: "reference".into(),
+            hint: "no CAS".into(),
+        })
+    }
+    fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO function_log (scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)",
+            params![scope, ns, key, value],
+        )
+        .map_err(|e| other("append", e))?;
+        Self::touch(&conn, scope);
+        Ok(conn.last_insert_rowid())
+    }
+    fn scan(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        let conn = self.lock();
+        let limit = i64::try_from(limit).unwrap_or(-1);
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, value FROM function_log
+                 WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4
+                 ORDER BY id LIMIT ?5",
+            )
+            .map_err(|e| other("scan", e))?;
+        let rows = stmt
+            .query_map(params![scope, ns, key, after_id, limit], |r| {
+                Ok(LogEntry {
+                    id: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })
+            .map_err(|e| other("scan", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| other("scan", e))
+    }
+    fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| other("queue_push", e))?;
+        for item in items {
+            tx.execute(
+                "INSERT INTO work_queue (scope, value) VALUES (?1, ?2)",
+                params![scope, item],
+            )
+            .map_err(|e| other("queue_push", e))?;
+        }
+        tx.commit().map_err(|e| other("queue_push", e))?;
+        Self::touch(&conn, scope);
+        Ok(())
+    }
+    fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lock()
+            .query_row(
+                "DELETE FROM work_queue WHERE id = (
+                     SELECT id FROM work_queue WHERE scope = ?1 ORDER BY id LIMIT 1
+                 ) RETURNING value",
+                params![scope],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| other("queue_pop", e))
+    }
+    fn clear(&self, scope: &[u8]) -> Result<()> {
+        let conn = self.lock();
+        for sql in [
+            "DELETE FROM function_state WHERE scope = ?1",
+            "DELETE FROM function_log WHERE scope = ?1",
+            "DELETE FROM work_queue WHERE scope = ?1",
+            "DELETE FROM scope_touch WHERE scope = ?1",
+        ] {
+            conn.execute(sql, params![scope])
+                .map_err(|e| other("clear", e))?;
+        }
+        Ok(())
+    }
+    fn gc(&self, ttl: Duration) -> Result<GcReport> {
+        let cutoff = now_secs() - ttl.as_secs() as i64;
+        let conn = self.lock();
+        let stale: Vec<Vec<u8>> = conn
+            .prepare("SELECT scope FROM scope_touch WHERE touched_at < ?1")
+            .and_then(|mut s| s.query_map(params![cutoff], |row| row.get(0))?.collect())
+            .map_err(|e| other("gc", e))?;
+        for scope in &stale {
+            for sql in [
+                "DELETE FROM function_state WHERE scope = ?1",
+                "DELETE FROM function_log WHERE scope = ?1",
+                "DELETE FROM work_queue WHERE scope = ?1",
+                "DELETE FROM scope_touch WHERE scope = ?1",
+            ] {
+                conn.execute(sql, params![scope])
+                    .map_err(|e| other("gc", e))?;
+            }
+        }
+        Ok(GcReport { scopes: stale })
+    }
+}
