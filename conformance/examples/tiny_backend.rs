@@ -88,7 +88,7 @@ impl TinyStorage {
 }
 
 impl FunctionStorage for TinyStorage {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "tiny"
     }
 
@@ -254,20 +254,21 @@ impl FunctionStorage for TinyStorage {
         let Some(cutoff) = gc_cutoff_millis(self.clock.now_millis(), ttl) else {
             return Ok(GcReport::default());
         };
-        let stale: Vec<Bytes> = state
+        let expired: Vec<Bytes> = state
             .stamps
             .iter()
             .filter(|(_, stamp)| **stamp < cutoff)
             .map(|(scope, _)| scope.clone())
             .collect();
-        for scope in &stale {
+        for scope in &expired {
             state.clear(scope);
         }
-        Ok(GcReport { scopes: stale })
+        Ok(GcReport { scopes: expired })
     }
 }
 
 /// The factory the suite calls: a fresh store per fixture, on the fixture's clock.
+#[allow(clippy::unnecessary_wraps)] // the suite's factory signature
 fn open(fx: &Fixture) -> Result<SharedStorage> {
     Ok(Arc::new(TinyStorage::new(fx.clock())))
 }

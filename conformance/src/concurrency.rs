@@ -336,6 +336,7 @@ pub(crate) fn cas_counter_loses_no_update_across_threads(run: &Run<'_>) -> Check
     Ok(Outcome::Passed)
 }
 
+#[allow(clippy::too_many_lines)]
 pub(crate) fn gc_racing_writers_never_removes_a_fresh_scope(run: &Run<'_>) -> CheckResult {
     const WRITERS: usize = 3;
     const WRITES: usize = 120;

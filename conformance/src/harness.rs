@@ -153,6 +153,7 @@ fn fresh_token() -> String {
 }
 
 impl Run<'_> {
+    #[allow(clippy::unused_self)] // a check asks its run for fixtures
     pub(crate) fn scratch(&self) -> Result<Scratch, Failure> {
         let dir = tempfile::Builder::new()
             .prefix("vgi-conformance-")

@@ -364,7 +364,7 @@ pub mod __private {
 
 #[cfg(test)]
 mod tests {
-    use super::CHECKS;
+    use super::{CHECKS, Check};
 
     /// The macro lists every check by hand; this keeps the list and [`CHECKS`] in step.
     #[test]
@@ -378,7 +378,7 @@ mod tests {
             .map(|l| l.trim().trim_end_matches(','))
             .filter(|l| !l.is_empty())
             .collect();
-        let names: Vec<&str> = CHECKS.iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = CHECKS.iter().map(Check::name).collect();
         assert_eq!(listed, names);
     }
 }

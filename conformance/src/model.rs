@@ -272,12 +272,10 @@ impl Ids {
                 "append returned id {id}, which the store returned before"
             ));
         }
-        if let Some(last) = self.last_per_log.get(log) {
-            if id <= *last {
-                return Err(format!(
-                    "append returned id {id} for a log that already had id {last}: ids of one log must increase"
-                ));
-            }
+        if let Some(last) = self.last_per_log.get(log).filter(|last| id <= **last) {
+            return Err(format!(
+                "append returned id {id} for a log that already had id {last}: ids of one log must increase"
+            ));
         }
         self.last_per_log.insert(log.clone(), id);
         self.all.push(id);
@@ -372,7 +370,7 @@ impl Model {
     }
 
     /// Run `op` on the store and on the model, and compare.
-    #[allow(clippy::too_many_lines)]
+    #[allow(clippy::too_many_lines, clippy::many_single_char_names)]
     pub(crate) fn step(&mut self, t: &mut Target<'_>, op: &Op) -> Result<(), String> {
         if *op == Op::Reopen {
             // Drop our handle first: a backend may hold its files exclusively.

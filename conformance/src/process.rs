@@ -7,6 +7,7 @@
 //! [`CHILD_TEST`], opens the store through the factory and plays its role.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -117,12 +118,13 @@ pub(crate) fn child_main(factory: &dyn Factory) -> Result<(), Failure> {
             for i in 0..LOG_PER_CHILD {
                 let value = format!("w{index}-{i}").into_bytes();
                 let id = retry(|| st.append(b"s", b"n", b"k", &value)).or_fail("append")?;
-                out.push_str(&format!("{id}\n"));
+                writeln!(out, "{id}").map_err(|_| Failure::new("cannot format"))?;
             }
         }
         Role::Cas => {
             for _ in 0..CAS_PER_PROCESS {
-                out.push_str(&format!("{}\n", increment(st, b"s", b"counter")?));
+                let n = increment(st, b"s", b"counter")?;
+                writeln!(out, "{n}").map_err(|_| Failure::new("cannot format"))?;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Backends for the suite's own tests: the tiny correct backend of the example,
 //! a "durable" variant of it, and wrappers that break one promise each.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unnecessary_wraps)]
 
 #[path = "../../examples/tiny_backend.rs"]
 #[allow(dead_code)]
@@ -115,7 +115,7 @@ pub fn broken(fault: Fault) -> impl Fn(&Fixture) -> Result<SharedStorage> + Sync
 }
 
 impl FunctionStorage for Broken {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "broken"
     }
 
@@ -150,13 +150,12 @@ impl FunctionStorage for Broken {
         }
         // The window a real get-then-put leaves open, widened a little.
         std::thread::yield_now();
-        match new {
-            Some(v) => self.inner.kv_put(scope, key, v)?,
-            None => {
-                self.inner.kv_del(scope, key)?;
-                // Keep the stamp a successful CAS gives, so only atomicity is broken.
-                self.inner.kv_compare_and_swap(scope, key, None, None)?;
-            }
+        if let Some(v) = new {
+            self.inner.kv_put(scope, key, v)?;
+        } else {
+            self.inner.kv_del(scope, key)?;
+            // Keep the stamp a successful CAS gives, so only atomicity is broken.
+            self.inner.kv_compare_and_swap(scope, key, None, None)?;
         }
         Ok(true)
     }
