@@ -40,7 +40,8 @@ pub type SharedStorage = Arc<dyn FunctionStorage>;
 /// once, and returns `Err` rather than panicking on any backend fault (lock
 /// contention, full disk, a corrupt or foreign file, a lost connection). A
 /// call that returns `Err` has not half-happened: it either took full effect
-/// or none, and the error's [`kind`](StorageError::kind) says whether a retry
+/// or none (the default bodies of the batch forms excepted, as their docs
+/// say), and the error's [`kind`](StorageError::kind) says whether a retry
 /// may help.
 ///
 /// A "write" to a scope is a `kv_put`, a successful `kv_compare_and_swap`, an
@@ -110,7 +111,10 @@ pub trait FunctionStorage: Send + Sync {
     ///
     /// - behaves as one `append` per value, in order; ids are returned in that order
     /// - an empty slice is a no-op that returns no ids
-    /// - backends override this to write the whole batch in one transaction
+    /// - a value over [`Capabilities::max_value_len`] refuses the whole batch
+    /// - backends override this to write the whole batch in one transaction;
+    ///   the default body appends one value at a time, so a fault midway can
+    ///   leave a prefix of the batch written (each entry whole)
     fn append_batch(
         &self,
         scope: &[u8],
@@ -118,6 +122,12 @@ pub trait FunctionStorage: Send + Sync {
         key: &[u8],
         values: &[Vec<u8>],
     ) -> Result<Vec<i64>> {
+        // Refuse an oversized value before anything is written, so a refused
+        // batch leaves the log as it was.
+        let max = self.capabilities().max_value_len;
+        values
+            .iter()
+            .try_for_each(|v| check_value_len(self.name(), max, v.len()))?;
         values
             .iter()
             .map(|v| self.append(scope, ns, key, v))
@@ -128,8 +138,15 @@ pub trait FunctionStorage: Send + Sync {
     ///
     /// - behaves as one `kv_put` per entry, in order (a later duplicate key wins)
     /// - an empty slice is a no-op
-    /// - backends override this to write the whole batch in one transaction
+    /// - a value over [`Capabilities::max_value_len`] refuses the whole batch
+    /// - backends override this to write the whole batch in one transaction;
+    ///   the default body puts one entry at a time, so a fault midway can leave
+    ///   a prefix of the batch written
     fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let max = self.capabilities().max_value_len;
+        entries
+            .iter()
+            .try_for_each(|(_, v)| check_value_len(self.name(), max, v.len()))?;
         entries
             .iter()
             .try_for_each(|(k, v)| self.kv_put(scope, k, v))
