@@ -1,4 +1,4 @@
-//! The whole suite against the tiny correct backend of `examples/tiny_backend.rs`,
+//! The whole suite against the tiny correct backend of `vgi-storage-core/examples/tiny_backend/backend.rs`,
 //! as a backend author would run it: plain, with a small value limit, and "durable".
 
 mod support;

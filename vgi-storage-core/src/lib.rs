@@ -1,4 +1,11 @@
 #![doc = include_str!("../README.md")]
+//!
+//! ```rust
+#![doc = include_str!("../examples/tiny_backend/backend.rs")]
+//! // In the backend's tests/conformance.rs, one line runs every check:
+//! vgi_storage_conformance::conformance_suite!(open);
+//! # fn main() { assert!(vgi_storage_conformance::run_all(&open).is_success()); }
+//! ```
 
 mod capabilities;
 mod clock;

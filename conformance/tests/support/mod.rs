@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unnecessary_wraps)]
 
-#[path = "../../examples/tiny_backend.rs"]
+#[path = "../../../vgi-storage-core/examples/tiny_backend/backend.rs"]
 #[allow(dead_code)]
 pub mod tiny;
 

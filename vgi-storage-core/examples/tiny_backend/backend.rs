@@ -1,23 +1,14 @@
-//! A complete small backend, written from scratch, that passes the conformance suite.
-//!
-//! One `Mutex` around plain ordered maps: every method takes the lock once, so
-//! each call is atomic and CAS cannot lose a race. A real backend does the same
-//! against its engine's transactions. In a backend crate, the last step is the
-//! one line in `tests/conformance.rs`:
-//!
-//! ```ignore
-//! vgi_storage_conformance::conformance_suite!(open);
-//! ```
-//!
-//! Here `main` runs the same checks with `run_all` and prints the report:
-//! `cargo run -p vgi-storage-conformance --example tiny_backend`.
+// A complete small backend, written from scratch, that passes the conformance suite.
+//
+// One `Mutex` around plain ordered maps: every method takes the lock once, so
+// each call is atomic and CAS cannot lose a race. A real backend does the same
+// with its engine's transactions.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use vgi_storage_conformance::{Fixture, run_all};
+use vgi_storage_conformance::Fixture;
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, SharedStorage,
     check_value_len, gc_cutoff_millis,
@@ -271,14 +262,4 @@ impl FunctionStorage for TinyStorage {
 #[allow(clippy::unnecessary_wraps)] // the suite's factory signature
 fn open(fx: &Fixture) -> Result<SharedStorage> {
     Ok(Arc::new(TinyStorage::new(fx.clock())))
-}
-
-fn main() -> ExitCode {
-    let report = run_all(&open);
-    println!("{report}");
-    if report.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }
