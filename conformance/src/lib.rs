@@ -318,14 +318,59 @@ macro_rules! conformance_suite {
     };
 }
 
+/// Run the check named `check` from inside the `#[test]` whose libtest name is
+/// `test_name` (its module path within the test binary and its function name,
+/// e.g. `broken::cas_is_caught`).
+///
+/// This is what each test of [`conformance_suite!`] does; call it yourself to
+/// run one check against a backend outside the macro, for example to show that
+/// a deliberately broken backend fails it. The cross-process checks re-execute
+/// the test binary to run `test_name` in child processes: when this process is
+/// such a child, the function plays the child's role with `factory` and then
+/// ends the process (exit code 0 when the role ran, 1 when it failed), so the
+/// test's own assertions never run in a child.
+///
+/// An unknown check name is a [`Failure`].
+pub fn run_in_test(
+    check: &str,
+    test_name: &str,
+    regressions: Option<&'static str>,
+    factory: &dyn Factory,
+) -> CheckResult {
+    if process::child_test().as_deref() == Some(test_name) {
+        let code = match process::child_main(factory) {
+            Ok(()) => 0,
+            Err(failure) => {
+                eprintln!(
+                    "conformance child process for {test_name} failed: {}",
+                    failure.report()
+                );
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    let Some(c) = CHECKS.iter().find(|c| c.name() == check) else {
+        return Err(Failure::new(format!(
+            "the suite has no check named {check}"
+        )));
+    };
+    let settings = Settings {
+        cases: None,
+        regressions,
+        test_name: Some(test_name.to_owned()),
+    };
+    c.run(factory, &settings)
+}
+
 #[doc(hidden)]
 pub mod __private {
     //! What [`conformance_suite!`](crate::conformance_suite) expands to; not a stable API.
 
-    use crate::{CHECKS, Factory, Outcome, Settings, process};
+    use crate::{Factory, Outcome, run_in_test};
 
-    /// The body of one generated `#[test]`: play a child's role when started as
-    /// one, else run the check and panic on failure.
+    /// The body of one generated `#[test]`: run the check and panic on failure
+    /// (or, in a child process, play the child's role).
     #[allow(clippy::panic)]
     pub fn run_test(
         module_path: &str,
@@ -337,24 +382,7 @@ pub mod __private {
             Some((_, rest)) => format!("{rest}::{check}"),
             None => check.to_owned(),
         };
-        if process::child_test().as_deref() == Some(test_name.as_str()) {
-            if let Err(failure) = process::child_main(factory) {
-                panic!(
-                    "conformance child process for {test_name} failed: {}",
-                    failure.report()
-                );
-            }
-            return;
-        }
-        let Some(c) = CHECKS.iter().find(|c| c.name() == check) else {
-            panic!("conformance_suite! names a check this crate does not have: {check}");
-        };
-        let settings = Settings {
-            cases: None,
-            regressions: Some(regressions),
-            test_name: Some(test_name),
-        };
-        match c.run(factory, &settings) {
+        match run_in_test(check, &test_name, Some(regressions), factory) {
             Ok(Outcome::Passed) => {}
             Ok(Outcome::Skipped(why)) => eprintln!("skipped: {why}"),
             Err(failure) => panic!("conformance check {check} failed: {}", failure.report()),
