@@ -38,15 +38,19 @@ pub(crate) fn drain_in_processes(
     let exe = std::env::current_exe()?;
     let mut children = Vec::with_capacity(procs);
     for _ in 0..procs {
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg(SUBCOMMAND)
             .arg(spec.target.as_str())
             .arg(&spec.dir)
             .arg(hex(scope))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .stderr(Stdio::inherit());
+        if let Some(url) = crate::pg::url() {
+            command.env(crate::pg::URL_VAR, url);
+        }
+        let child = command.spawn()?;
         children.push(child);
     }
     // Wait until every child has opened the store, then start them together.

@@ -6,6 +6,7 @@ mod ceiling;
 mod child;
 mod faulty;
 mod machine;
+mod pg;
 mod report;
 mod stats;
 mod targets;
@@ -142,6 +143,23 @@ fn run(args: Args) -> BenchResult<()> {
         }
         targets.retain(|t| only.iter().any(|n| n == t.name));
     }
+    let mut skipped = skipped;
+    let mut notes = Vec::new();
+    if targets.iter().any(|t| t.name == "postgres") {
+        eprintln!("starting a throwaway PostgreSQL server for the postgres column...");
+        match pg::start() {
+            Ok(dir) => {
+                let (mount, fs) = machine::filesystem(Path::new(&dir));
+                notes.push(format!(
+                    "postgres:  server data in {dir} ({fs} mounted at {mount})"
+                ));
+            }
+            Err(e) => {
+                targets.retain(|t| t.name != "postgres");
+                skipped.push(format!("postgres: cannot start a throwaway server: {e}"));
+            }
+        }
+    }
 
     let base = match std::env::var_os(DIR_VAR) {
         Some(dir) => {
@@ -157,15 +175,8 @@ fn run(args: Args) -> BenchResult<()> {
     let (mount, fs) = machine::filesystem(base.path());
     let machine = machine::Machine::detect();
 
-    print_header(
-        &args,
-        &targets,
-        &skipped,
-        &machine,
-        base.path(),
-        &mount,
-        &fs,
-    );
+    notes.extend(skipped.iter().map(|s| format!("skipped:   {s}")));
+    print_header(&args, &targets, &notes, &machine, base.path(), &mount, &fs);
     let (figures, infos) = measure(&targets, &args, base.path())?;
     let results = Results {
         tool: "vgi-storage-bench",
@@ -244,15 +255,12 @@ fn measure(
                 let dir = tempfile::Builder::new()
                     .prefix(target.name)
                     .tempdir_in(base)?;
-                let rec = run_one(target, workload, &sizes, dir.path(), &mut store_name).map_err(
-                    |e| {
-                        format!(
-                            "{}, {} workload, run {run}: {e}",
-                            target.name,
-                            workload.name()
-                        )
-                    },
-                )?;
+                let rec = run_one(target, workload, &sizes, dir.path(), &mut store_name);
+                pg::drop_store(dir.path());
+                let rec = rec.map_err(|e| {
+                    let workload = workload.name();
+                    format!("{}, {workload} workload, run {run}: {e}", target.name)
+                })?;
                 let per_target = samples.entry(target.name.to_owned()).or_default();
                 for (step, sample) in rec.steps {
                     per_target.entry(step).or_default().push(sample);
@@ -288,7 +296,7 @@ fn measure(
 fn print_header(
     args: &Args,
     targets: &[Target],
-    skipped: &[String],
+    notes: &[String],
     machine: &machine::Machine,
     base: &Path,
     mount: &str,
@@ -315,8 +323,8 @@ fn print_header(
     for t in targets {
         println!("  {:<11} {}", t.name, t.durability);
     }
-    for s in skipped {
-        println!("skipped:   {s}");
+    for note in notes {
+        println!("{note}");
     }
     let fast = targets
         .iter()

@@ -46,6 +46,13 @@ impl Target {
                 .with_path(dir.join("state.redb"))
                 .with_option("durability", "immediate")
                 .open_with_clock(clock)?,
+            Opener::Backend(BackendKind::Postgres) => {
+                let Some(url) = crate::pg::url() else {
+                    crate::bail!("no postgres server was started")
+                };
+                StorageConfig::from_url(&format!("{url}?schema={}", crate::pg::schema_for(dir)))?
+                    .open_with_clock(clock)?
+            }
             Opener::Backend(other) => StorageConfig::new(other).open_with_clock(clock)?,
             Opener::RawMap => Arc::new(RawMap::new(clock)),
             Opener::RawSqlite => Arc::new(RawSqlite::open(&dir.join("raw.db"), clock)?),
@@ -81,7 +88,7 @@ fn all() -> Vec<Target> {
         name,
         ceiling_of: None,
         durability,
-        fsync_per_commit: kind == BackendKind::Redb,
+        fsync_per_commit: matches!(kind, BackendKind::Redb | BackendKind::Postgres),
         opener: Opener::Backend(kind),
     };
     let ceiling = |name, of, durability, opener| Target {
@@ -107,6 +114,12 @@ fn all() -> Vec<Target> {
             "redb",
             BackendKind::Redb,
             "Durability::Immediate: fsync on every commit, survives power loss",
+        ),
+        backend(
+            "postgres",
+            BackendKind::Postgres,
+            "a local throwaway server, fsync=on, synchronous_commit=on: every commit waits for \
+             its WAL flush, survives power loss (concurrent commits share flushes)",
         ),
         ceiling(
             "raw-map",

@@ -68,7 +68,7 @@ impl Sizes {
                 hot_rounds: 5,
                 cas_increments: 400,
                 log_entries: 200,
-                queue_items: 2_000,
+                queue_items: 1_000,
                 queue_batch: 100,
                 scopes: 1_000,
                 ..Self::full()
@@ -294,49 +294,54 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// One thread's start, end, latencies and result.
+type Outcome<R> = BenchResult<(Instant, Instant, Vec<u64>, R)>;
+
 /// Run `work(thread)` on `threads` threads started together; return the wall
-/// time, every latency, and each thread's result.
+/// time (first start to last finish, as each thread saw it), every latency, and
+/// each thread's result.
 fn parallel<R: Send>(
     threads: usize,
     work: impl Fn(usize, &mut Vec<u64>) -> BenchResult<R> + Sync,
 ) -> BenchResult<(f64, Vec<u64>, Vec<R>)> {
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
+    let barrier = Barrier::new(threads);
+    let outcomes: Vec<Outcome<R>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (barrier, work) = (&barrier, &work);
                 s.spawn(move || {
                     let mut lat = Vec::new();
                     barrier.wait();
-                    work(t, &mut lat).map(|r| (lat, r))
+                    let start = Instant::now();
+                    let r = work(t, &mut lat)?;
+                    Ok((start, Instant::now(), lat, r))
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let mut all_lat = Vec::new();
-        let mut results = Vec::with_capacity(threads);
-        let mut first_err = None;
-        for h in handles {
-            match h.join() {
-                Ok(Ok((lat, r))) => {
-                    all_lat.extend(lat);
-                    results.push(r);
-                }
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert_with(|| "a worker thread panicked".into());
-                }
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok((secs, all_lat, results)),
-        }
-    })
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut first_start: Option<Instant> = None;
+    let mut last_end: Option<Instant> = None;
+    let mut all_lat = Vec::new();
+    let mut results = Vec::with_capacity(threads);
+    for outcome in outcomes {
+        let (start, end, lat, r) = outcome?;
+        first_start = Some(first_start.map_or(start, |f| f.min(start)));
+        last_end = Some(last_end.map_or(end, |l| l.max(end)));
+        all_lat.extend(lat);
+        results.push(r);
+    }
+    let secs = match (first_start, last_end) {
+        (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok((secs, all_lat, results))
 }
 
 fn sample(ops: usize, bytes: usize, secs: f64, lat_ns: Vec<u64>) -> Sample {

@@ -52,6 +52,8 @@ impl RawSqlite {
         c.busy_timeout(Duration::from_secs(10))?;
         c.pragma_update(None, "journal_mode", "WAL")?;
         c.pragma_update(None, "synchronous", "NORMAL")?;
+        // The sqlite backend's default page cache (8 MiB), so both read the same way.
+        c.pragma_update(None, "cache_size", -8192)?;
         Ok(c)
     }
 
