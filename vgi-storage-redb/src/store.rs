@@ -91,9 +91,9 @@ impl RedbBuilder {
         self
     }
 
-    /// Open the store, creating the file (mode 0600) and a missing parent directory
-    /// (mode 0700) if needed.
+    /// Open the store, creating the file (mode 0600) if needed.
     ///
+    /// - a missing parent directory gives [`ErrorKind::NotFound`]; it is not created
     /// - another handle holding the file gives [`ErrorKind::AlreadyOpen`]
     /// - a file that is not a redb database, or is truncated, gives [`ErrorKind::Corrupt`]
     /// - a file of a newer schema gives [`ErrorKind::IncompatibleVersion`]
@@ -113,10 +113,17 @@ impl RedbBuilder {
                 source: None,
             });
         }
-        // A directory we create is owner-only; an existing one is the caller's to manage.
-        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
-            dirs::ensure_private_dir(parent).map_err(|e| {
-                open_io_error(&name, &path, "cannot create the store's directory", e)
+        // The directory is the caller's to create, as for the SQLite backend: a
+        // typo in a path should fail here, not grow a new directory tree.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::metadata(parent).map_err(|e| {
+                open_io_error(
+                    &name,
+                    &path,
+                    "the store's directory does not exist or cannot be read; create it \
+                     (owner-only, mode 0700) or pick another path",
+                    e,
+                )
             })?;
         }
         dirs::ensure_private_file(&path)

@@ -86,15 +86,26 @@ fn a_second_handle_in_this_process_is_already_open() -> TestResult {
 }
 
 #[test]
-fn new_files_are_owner_only_and_a_new_parent_is_0700() -> TestResult {
+fn new_files_are_owner_only() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("new").join("s.redb");
+    let path = dir.path().join("s.redb");
     let store = RedbStorage::open(&path)?;
     assert_eq!(fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
-    assert_eq!(
-        fs::metadata(dir.path().join("new"))?.permissions().mode() & 0o777,
-        0o700
-    );
     assert_eq!(store.name(), format!("redb:{}", path.display()));
+    Ok(())
+}
+
+/// A missing directory is an error naming the path, as for SQLite; it is not
+/// created, so a typo in a path cannot grow a new directory tree.
+#[test]
+fn a_missing_directory_is_a_not_found_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("typo").join("s.redb");
+    let err = RedbStorage::open(&path)
+        .err()
+        .ok_or("opened a store in a missing directory")?;
+    assert_eq!(err.kind(), vgi_storage_core::ErrorKind::NotFound);
+    assert!(err.to_string().contains("typo"), "{err}");
+    assert!(!dir.path().join("typo").exists());
     Ok(())
 }
