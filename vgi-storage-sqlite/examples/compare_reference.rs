@@ -39,37 +39,50 @@ fn main() -> Res<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let base = std::env::var_os("VGI_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let mut rows: Vec<(String, Vec<f64>, Vec<f64>, &str)> = Vec::new();
+    // rows[i] = (workload, target, reference rates, our rates, per-run ratios)
+    let mut rows: Vec<(String, &str, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
     let mut fairness = Vec::new();
     for run in 0..runs {
+        // Both stores live side by side; each workload runs on one and then
+        // at once on the other (the order alternating by run), so load from
+        // other programs on the machine hits both alike.
+        let dir = tempfile::tempdir_in(&base)?;
+        let mut envs = Vec::new();
         for which in ["reference", "sqlite"] {
-            let dir = tempfile::tempdir_in(&base)?;
-            let results = run_all(which, dir.path())?;
-            for (i, (name, rate, target)) in results.into_iter().enumerate() {
-                if run == 0 && which == "reference" {
-                    rows.push((name.clone(), Vec::new(), Vec::new(), target));
-                }
-                if let Some(counts) = name.split(" [").nth(1) {
-                    fairness.push(format!("{which}, run {}: [{counts}", run + 1));
-                }
-                let row = &mut rows[i];
-                if which == "reference" {
-                    row.1.push(rate);
-                } else {
-                    row.2.push(rate);
+            let sub = dir.path().join(which);
+            std::fs::create_dir(&sub)?;
+            envs.push(Env::new(which, &sub)?);
+        }
+        if run % 2 == 1 {
+            envs.reverse();
+        }
+        for (i, (name, target, step)) in steps().into_iter().enumerate() {
+            let mut rate = [0.0; 2];
+            for env in &envs {
+                let (r, note) = step(env)?;
+                let slot = usize::from(env.which != "reference");
+                rate[slot] = r;
+                if let Some(note) = note {
+                    fairness.push(format!("{}, run {}: {note}", env.which, run + 1));
                 }
             }
+            if run == 0 {
+                rows.push((name.to_owned(), target, Vec::new(), Vec::new(), Vec::new()));
+            }
+            rows[i].2.push(rate[0]);
+            rows[i].3.push(rate[1]);
+            rows[i].4.push(rate[1] / rate[0]);
         }
     }
-    println!("median of {runs} runs, ops/s (items/s, entries/s, scopes/s)\n");
+    println!("median of {runs} runs, operations (items, entries, scopes) per second\n");
     println!("| workload | reference approach | vgi-storage-sqlite | ratio | target |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, r, s, target) in &mut rows {
-        let (r, s) = (median(r), median(s));
-        let short = name.split(" [").next().unwrap_or(name);
-        println!("| {short} | {r:.0} | {s:.0} | {:.2}x | {target} |", s / r);
+    for (name, target, r, s, ratio) in &mut rows {
+        let (r, s, ratio) = (median(r), median(s), median(ratio));
+        println!("| {name} | {r:.0} | {s:.0} | {ratio:.2}x | {target} |");
     }
-    println!("\npops per process (2 processes popping {N} items):");
+    println!("\nratio: median of the per-run ratios (both measured back to back in a run)");
+    println!("\nitems popped by each of 2 processes draining {N} items:");
     for line in fairness {
         println!("- {line}");
     }
@@ -86,11 +99,57 @@ fn open(which: &str, path: &Path, clock: Option<ManualClock>) -> Res<SharedStora
         return Ok(Arc::new(Baseline::open(path)?));
     }
     let mut b = SqliteStorage::builder(path);
+    if let Some(n) = std::env::var("VGI_BENCH_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        b = b.read_connections(n);
+    }
+    if let Some(n) = std::env::var("VGI_BENCH_MMAP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        b = b.mmap_size(n);
+    }
+    if let Some(n) = std::env::var("VGI_BENCH_CACHE_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        b = b.cache_size_kib(n);
+    }
     if let Some(c) = clock {
         b = b.clock(Arc::new(c));
     }
     Ok(Arc::new(b.open()?))
 }
+
+/// One backend's store, its gc store and clock, in its own directory.
+struct Env {
+    which: &'static str,
+    path: PathBuf,
+    store: SharedStorage,
+    gc_path: PathBuf,
+    gc_store: SharedStorage,
+    clock: ManualClock,
+}
+
+impl Env {
+    fn new(which: &'static str, dir: &Path) -> Res<Self> {
+        let path = dir.join("state.db");
+        let gc_path = dir.join("gc.db");
+        let clock = ManualClock::new(1_000_000_000);
+        Ok(Self {
+            which,
+            store: open(which, &path, None)?,
+            gc_store: open(which, &gc_path, Some(clock.clone()))?,
+            path,
+            gc_path,
+            clock,
+        })
+    }
+}
+
+type Step = fn(&Env) -> Res<(f64, Option<String>)>;
 
 fn rate(n: usize, since: Instant) -> f64 {
     n as f64 / since.elapsed().as_secs_f64()
@@ -100,9 +159,13 @@ fn key(i: usize) -> Vec<u8> {
     format!("key-{i:08}").into_bytes()
 }
 
+fn value() -> Vec<u8> {
+    vec![0xab; VALUE]
+}
+
 /// A fixed pseudo-random order of the keys, the same for both backends.
 fn shuffled(seed: u64) -> Vec<usize> {
-    let mut x = seed | 1;
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut v: Vec<usize> = (0..N).collect();
     for i in (1..N).rev() {
         x ^= x << 13;
@@ -147,133 +210,131 @@ fn pops(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
     Ok(store.queue_drain(b"q")?.len())
 }
 
-fn run_all(which: &str, dir: &Path) -> Res<Vec<(String, f64, &'static str)>> {
-    let mut out = Vec::new();
-    let value = vec![0xabu8; VALUE];
-    let path = dir.join("state.db");
-    let store = open(which, &path, None)?;
+fn items() -> Vec<Vec<u8>> {
+    (0..N).map(key).collect()
+}
 
-    let start = Instant::now();
-    for i in 0..N {
-        store.kv_put(b"scope", &key(i), &value)?;
-    }
-    out.push(("kv_put 1 KiB".to_owned(), rate(N, start), ">= 1.3x"));
-    let start = Instant::now();
-    gets(&*store, 1)?;
-    out.push(("kv_get, 1 thread".to_owned(), rate(N, start), ">= 2x"));
-    out.push((
-        "kv_get, 2 threads (total)".to_owned(),
-        threads2(&store, gets)?,
-        ">= 3x",
-    ));
-
-    let start = Instant::now();
-    for _ in 0..N {
-        store.append(b"scope", b"ns", b"log", &value)?;
-    }
-    out.push(("append 1 KiB".to_owned(), rate(N, start), ">= 1.3x"));
-    let start = Instant::now();
-    let mut n = 0;
-    for _ in 0..5 {
-        n += store.scan(b"scope", b"ns", b"log", -1, usize::MAX)?.len();
-    }
-    out.push(("scan, full (entries/s)".to_owned(), rate(n, start), ""));
-    let start = Instant::now();
-    paged_scans(&*store, 0)?;
-    out.push((
-        format!("scan, pages of {PAGE} (entries/s)"),
-        rate(N, start),
-        "",
-    ));
-    out.push((
-        "scan, pages, 2 threads (total)".to_owned(),
-        threads2(&store, paged_scans)?,
-        "",
-    ));
-
-    let items: Vec<Vec<u8>> = (0..N).map(key).collect();
-    let start = Instant::now();
-    store.queue_push(b"q", &items)?;
-    out.push((
-        "queue_push, one call of 10k (items/s)".to_owned(),
-        rate(N, start),
-        ">= 2x",
-    ));
-    let start = Instant::now();
-    let n = pops(&*store, 0)?;
-    assert_eq!(n, N);
-    out.push(("queue_pop until empty".to_owned(), rate(n, start), ""));
-    let start = Instant::now();
-    for item in &items {
-        store.queue_push(b"q", std::slice::from_ref(item))?;
-    }
-    out.push((
-        "queue_push, 10k calls of one".to_owned(),
-        rate(N, start),
-        "",
-    ));
-    out.push((
-        "queue_pop, 2 threads (total)".to_owned(),
-        threads2(&store, pops)?,
-        "",
-    ));
-
-    store.queue_push(b"q", &items)?;
-    drop(store);
-    // Both children start popping at once; the rate counts process start-up too.
-    let exe = std::env::current_exe()?;
-    let start = Instant::now();
-    let spawned: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["pop-child", which])
-                .arg(&path)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-        })
-        .collect::<std::io::Result<_>>()?;
-    let mut counts = Vec::new();
-    for child in spawned {
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        counts.push(
-            text.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("child said {text:?}"))?,
-        );
-    }
-    let popped: usize = counts.iter().sum();
-    assert_eq!(popped, N, "items lost or duplicated: {counts:?}");
-    out.push((
-        format!("queue_pop, 2 processes (total) [{counts:?}]"),
-        rate(N, start),
-        "both progress",
-    ));
-
-    let clock = ManualClock::new(1_000_000_000);
-    let store = open(which, &dir.join("gc.db"), Some(clock.clone()))?;
-    for i in 0..N {
-        store.kv_put(&key(i), b"k", b"v")?;
-        if i == N / 2 - 1 {
-            clock.advance(Duration::from_secs(3600));
-        }
-    }
-    if which == "reference" {
-        Baseline::backdate_below(&dir.join("gc.db"), &key(N / 2))?;
-    }
-    let start = Instant::now();
-    let removed = store.gc(Duration::from_secs(1800))?.scopes_removed();
-    let gc_rate = rate(removed, start);
-    if which == "sqlite" {
-        assert_eq!(removed, N / 2);
-    }
-    assert_eq!(store.kv_get(&key(N - 1), b"k")?.as_deref(), Some(&b"v"[..]));
-    out.push((
-        "gc, 10k scopes half stale (scopes/s)".to_owned(),
-        gc_rate,
-        ">= 10x",
-    ));
-    Ok(out)
+fn steps() -> Vec<(&'static str, &'static str, Step)> {
+    vec![
+        ("kv_put 1 KiB, 10k keys", ">= 1.3x", |e| {
+            let value = value();
+            let start = Instant::now();
+            for i in 0..N {
+                e.store.kv_put(b"scope", &key(i), &value)?;
+            }
+            Ok((rate(N, start), None))
+        }),
+        ("kv_get, 1 thread", ">= 2x", |e| {
+            let start = Instant::now();
+            gets(&*e.store, 1)?;
+            Ok((rate(N, start), None))
+        }),
+        ("kv_get, 2 threads (total)", ">= 3x", |e| {
+            Ok((threads2(&e.store, gets)?, None))
+        }),
+        ("append 1 KiB", ">= 1.3x", |e| {
+            let value = value();
+            let start = Instant::now();
+            for _ in 0..N {
+                e.store.append(b"scope", b"ns", b"log", &value)?;
+            }
+            Ok((rate(N, start), None))
+        }),
+        ("scan 10k entries, whole log in one call", "", |e| {
+            let start = Instant::now();
+            let n = e.store.scan(b"scope", b"ns", b"log", -1, usize::MAX)?.len();
+            assert_eq!(n, N);
+            Ok((rate(n, start), None))
+        }),
+        ("scan 10k entries, pages of 100", "", |e| {
+            let start = Instant::now();
+            paged_scans(&*e.store, 0)?;
+            Ok((rate(N, start), None))
+        }),
+        ("scan, pages of 100, 2 threads (total)", "", |e| {
+            Ok((threads2(&e.store, paged_scans)?, None))
+        }),
+        ("queue_push, one call of 10k items", ">= 2x", |e| {
+            let items = items();
+            let start = Instant::now();
+            e.store.queue_push(b"q", &items)?;
+            Ok((rate(N, start), None))
+        }),
+        ("queue_pop until empty", "", |e| {
+            let start = Instant::now();
+            let n = pops(&*e.store, 0)?;
+            assert_eq!(n, N);
+            Ok((rate(n, start), None))
+        }),
+        ("queue_push, 10k calls of one item", "", |e| {
+            let items = items();
+            let start = Instant::now();
+            for item in &items {
+                e.store.queue_push(b"q", std::slice::from_ref(item))?;
+            }
+            Ok((rate(N, start), None))
+        }),
+        ("queue_pop until empty, 2 threads (total)", "", |e| {
+            Ok((threads2(&e.store, pops)?, None))
+        }),
+        (
+            "queue_pop until empty, 2 processes (total)",
+            "both progress",
+            |e| {
+                e.store.queue_push(b"q", &items())?;
+                // Both children pop at once; the rate counts process start-up too.
+                let exe = std::env::current_exe()?;
+                let start = Instant::now();
+                let spawned: Vec<_> = (0..2)
+                    .map(|_| {
+                        Command::new(&exe)
+                            .args(["pop-child", e.which])
+                            .arg(&e.path)
+                            .stdout(std::process::Stdio::piped())
+                            .spawn()
+                    })
+                    .collect::<std::io::Result<_>>()?;
+                let mut counts = Vec::new();
+                for child in spawned {
+                    let out = child.wait_with_output()?;
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    counts.push(
+                        text.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("child said {text:?}"))?,
+                    );
+                }
+                let r = rate(N, start);
+                assert_eq!(
+                    counts.iter().sum::<usize>(),
+                    N,
+                    "items lost or duplicated: {counts:?}"
+                );
+                Ok((r, Some(format!("{counts:?}"))))
+            },
+        ),
+        ("gc of 10k scopes, half stale (scopes/s)", ">= 10x", |e| {
+            for i in 0..N {
+                e.gc_store.kv_put(&key(i), b"k", b"v")?;
+                if i == N / 2 - 1 {
+                    e.clock.advance(Duration::from_secs(3600));
+                }
+            }
+            if e.which == "reference" {
+                // The baseline stamps with the system clock in seconds.
+                Baseline::backdate_below(&e.gc_path, &key(N / 2))?;
+            }
+            let start = Instant::now();
+            let removed = e.gc_store.gc(Duration::from_secs(1800))?.scopes_removed();
+            let r = rate(removed, start);
+            assert_eq!(removed, N / 2);
+            assert_eq!(
+                e.gc_store.kv_get(&key(N - 1), b"k")?.as_deref(),
+                Some(&b"v"[..])
+            );
+            Ok((r, None))
+        }),
+    ]
 }
 
 fn pop_child(which: &str, path: &Path) -> Res<()> {

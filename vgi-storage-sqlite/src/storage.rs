@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use vgi_storage_core::{
     Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
@@ -226,6 +227,11 @@ fn connect(path: &Path, options: &Options, query_only: bool) -> rusqlite::Result
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
     install_busy_handler(&mut conn, options.busy_timeout)?;
+    // The bundled SQLite has STAT4, under which a statement whose plan could
+    // depend on a bound value (`scope = ?1 ... ORDER BY id`) is re-prepared
+    // every time it is bound: the statement cache would save nothing. Our
+    // queries have one right plan whatever the values, so pin it.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(32);
     let cache = -i64::from(options.cache_kib);
     conn.execute_batch(&format!(
@@ -632,6 +638,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        // One statement claims the oldest item atomically (see `write_one`).
         self.write_one("queue_pop", |conn| {
             conn.prepare_cached(QUEUE_POP)?
                 .query_row([scope], |r| r.get(0))
@@ -669,5 +676,46 @@ impl FunctionStorage for SqliteStorage {
                 return Ok(report);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under the bundled SQLite's STAT4, `scope = ?1 ... ORDER BY id`
+    /// statements (scan, pop) were re-prepared on every call, so the cached
+    /// pop parsed its SQL each time and was slower than the uncached
+    /// reference. Every statement a call runs must stay prepared across calls.
+    #[test]
+    fn cached_statements_are_not_reprepared() -> std::result::Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStorage::builder(dir.path().join("state.db"))
+            .read_connections(0)
+            .open()?;
+        for i in 0..3u8 {
+            store.kv_put(b"s", &[i], b"v")?;
+            store.kv_compare_and_swap(b"s", &[i], Some(b"v"), Some(b"w"))?;
+            store.kv_get(b"s", &[i])?;
+            store.kv_del(b"s", &[i])?;
+            store.append(b"s", b"n", b"k", b"v")?;
+            store.scan(b"s", b"n", b"k", -1, 10)?;
+            store.queue_push(b"s", &[vec![i]])?;
+            store.queue_pop(b"s")?;
+            store.clear(b"t")?;
+        }
+        let conn = store.writer();
+        for sql in [
+            TOUCH, KV_GET, KV_PUT, KV_DEL, LOG_APPEND, LOG_SCAN, QUEUE_PUSH, QUEUE_POP, LOG_TOP,
+            CLEAR[0], CLEAR[1], CLEAR[2], CLEAR[3],
+        ] {
+            let stmt = conn.prepare_cached(sql)?;
+            let runs = stmt.get_status(rusqlite::StatementStatus::Run);
+            let reprepared = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert!(runs >= 3, "{sql}: ran {runs} times");
+            assert_eq!(reprepared, 0, "{sql}");
+        }
+        Ok(())
     }
 }
