@@ -243,19 +243,27 @@ fn measure(
         .sum();
     let mut done = 0;
     let mut samples: BTreeMap<String, BTreeMap<&'static str, Vec<Sample>>> = BTreeMap::new();
-    let mut infos = Vec::new();
+    let mut store_names: BTreeMap<&str, String> = BTreeMap::new();
     let tty = std::io::stderr().is_terminal();
-    for target in targets {
-        let sizes = sizes_for(target);
-        let mut store_name = String::new();
-        for workload in Workload::ALL {
-            for run in 1..=sizes.runs {
+    // Run by run, each run taking the targets in a rotated order, so drift in
+    // the machine (other load, page cache, allocator, disk) is spread over all
+    // columns instead of landing on whichever runs first.
+    let max_runs = targets.iter().map(|t| sizes_for(t).runs).max().unwrap_or(0);
+    for run in 1..=max_runs {
+        for i in 0..targets.len() {
+            let target = &targets[(i + run - 1) % targets.len()];
+            let sizes = sizes_for(target);
+            if run > sizes.runs {
+                continue;
+            }
+            let store_name = store_names.entry(target.name).or_default();
+            for workload in Workload::ALL {
                 done += 1;
                 progress(tty, done, total, target, workload, run, sizes.runs);
                 let dir = tempfile::Builder::new()
                     .prefix(target.name)
                     .tempdir_in(base)?;
-                let rec = run_one(target, workload, &sizes, dir.path(), &mut store_name);
+                let rec = run_one(target, workload, &sizes, dir.path(), store_name);
                 pg::drop_store(dir.path());
                 let rec = rec.map_err(|e| {
                     let workload = workload.name();
@@ -267,13 +275,16 @@ fn measure(
                 }
             }
         }
-        infos.push(TargetInfo {
+    }
+    let infos = targets
+        .iter()
+        .map(|target| TargetInfo {
             name: target.name.to_owned(),
             ceiling_of: target.ceiling_of.map(str::to_owned),
             durability: target.durability.to_owned(),
-            store: store_name,
-        });
-    }
+            store: store_names.remove(target.name).unwrap_or_default(),
+        })
+        .collect();
     if tty {
         eprintln!();
     }
