@@ -231,6 +231,16 @@ pub(crate) fn ratio_map(r: &Results) -> BTreeMap<String, BTreeMap<String, f64>> 
     out
 }
 
+/// A power of ten, short: 1, 10, 100, 1k ... 100M.
+fn decade(d: i32) -> String {
+    let suffix = ["", "k", "M", "G", "T"];
+    let (group, rest) = (d.div_euclid(3), d.rem_euclid(3));
+    match suffix.get(group as usize) {
+        Some(s) if d >= 0 => format!("{}{s}", 10_i64.pow(rest as u32)),
+        _ => format!("1e{d}"),
+    }
+}
+
 const COLORS: [(&str, &str); 4] = [
     ("memory", "#4e79a7"),
     ("sqlite", "#f28e2b"),
@@ -286,7 +296,7 @@ pub(crate) fn svg(r: &Results) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
-        "vgi-storage-bench{}: ops/s, median of {} runs, log scale; {} ({} cores), {} on {}",
+        "vgi-storage-bench{}: ops/s (entries/s, items/s), median of {} runs, log scale; {} ({} cores), stores on {} at {}",
         if r.quick { " --quick" } else { "" },
         r.sizes.runs,
         r.machine.cpu,
@@ -321,7 +331,7 @@ pub(crate) fn svg(r: &Results) -> String {
             r##"<line x1="{gx:.1}" y1="{}" x2="{gx:.1}" y2="{grid_bottom}" stroke="#ddd"/><text x="{gx:.1}" y="{}" text-anchor="middle" fill="#666">{}</text>"##,
             top - 12.0,
             grid_bottom + 14.0,
-            rate(10f64.powi(d))
+            decade(d)
         );
     }
     let threads = r.sizes.threads.to_string();
@@ -357,4 +367,21 @@ pub(crate) fn svg(r: &Results) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(rate(950.0), "950");
+        assert_eq!(rate(12_345.0), "12k");
+        assert_eq!(rate(1_250_000.0), "1.25M");
+        assert_eq!(latency(850), "850ns");
+        assert_eq!(latency(3_400_000), "3.4ms");
+        assert_eq!(decade(0), "1");
+        assert_eq!(decade(4), "10k");
+        assert_eq!(decade(8), "100M");
+    }
 }
