@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod schema;
 mod storage;
+mod turn;
 
 pub use config::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CACHE_KIB, DEFAULT_MMAP_SIZE, DEFAULT_READ_CONNECTIONS,

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -15,6 +15,7 @@ use vgi_storage_core::{
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND};
 use crate::schema;
+use crate::turn::Turn;
 
 /// The largest value accepted: a little under SQLite's default row limit
 /// (`SQLITE_MAX_LENGTH`, 1e9 bytes), leaving room for the scope and key in the row.
@@ -65,6 +66,7 @@ pub struct SqliteStorage {
     path: PathBuf,
     clock: SharedClock,
     writer: Mutex<Connection>,
+    turn: Arc<Turn>,
     readers: ReadPool,
 }
 
@@ -116,8 +118,10 @@ impl SqliteStorage {
         } = b;
         let name = format!("{BACKEND}:{}", path.display());
         prepare_file(&name, &path)?;
-        let writer = open_writer(&name, &path, &options)?;
+        let turn = Arc::new(Turn::open(&path).map_err(|e| error::open_io(&name, &path, e))?);
+        let writer = open_writer(&name, &path, &options, &turn)?;
         Ok(Self {
+            turn,
             readers: ReadPool::new(path.clone(), options),
             name,
             path,
@@ -140,8 +144,16 @@ impl SqliteStorage {
         f: impl FnOnce(&Connection, i64) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let conn = self.writer();
-        in_write_tx(&conn, || f(&conn, self.clock.now_millis()))
-            .map_err(|e| error::operation(&self.name, operation, e))
+        let result = in_write_tx(&conn, || f(&conn, self.clock.now_millis()));
+        self.after_write(result.is_ok());
+        result.map_err(|e| error::operation(&self.name, operation, e))
+    }
+
+    fn after_write(&self, committed: bool) {
+        self.turn.withdraw();
+        if committed {
+            self.turn.step_aside_if_waited_for();
+        }
     }
 
     /// Run `f`, one single writing statement, in autocommit mode on the write
@@ -157,7 +169,9 @@ impl SqliteStorage {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let conn = self.writer();
-        f(&conn).map_err(|e| error::operation(&self.name, operation, e))
+        let result = f(&conn);
+        self.after_write(result.is_ok());
+        result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
     /// Run `f` on a read connection (or the write connection when there is no pool).
@@ -221,12 +235,20 @@ fn prepare_file(name: &str, path: &Path) -> Result<()> {
 }
 
 /// Open one connection and apply the per-connection settings.
-fn connect(path: &Path, options: &Options, query_only: bool) -> rusqlite::Result<Connection> {
+///
+/// `turn` is given for the write connection only: its busy handler announces
+/// the wait to other processes' writers.
+fn connect(
+    path: &Path,
+    options: &Options,
+    query_only: bool,
+    turn: Option<Arc<Turn>>,
+) -> rusqlite::Result<Connection> {
     // No CREATE flag: `prepare_file` made the file with the right mode, and a
     // file deleted since then should fail rather than be recreated 0644.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
-    install_busy_handler(&mut conn, options.busy_timeout)?;
+    install_busy_handler(&mut conn, options.busy_timeout, turn)?;
     // The bundled SQLite has STAT4, under which a statement whose plan could
     // depend on a bound value (`scope = ?1 ... ORDER BY id`) is re-prepared
     // every time it is bound: the statement cache would save nothing. Our
@@ -249,9 +271,14 @@ fn connect(path: &Path, options: &Options, query_only: bool) -> rusqlite::Result
 /// SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts,
 /// so a process waiting for the write lock almost never sees it free while
 /// another process commits small transactions back to back: one process takes
-/// every queue item while the other sleeps. Polling every 20 µs to 1 ms lets
-/// both make progress.
-fn install_busy_handler(conn: &mut Connection, timeout: Duration) -> rusqlite::Result<()> {
+/// every queue item while the other sleeps. Polling every 20 to 100 µs (1 ms
+/// after a long wait), with the [`Turn`] announcing the wait, lets both make
+/// progress.
+fn install_busy_handler(
+    conn: &mut Connection,
+    timeout: Duration,
+    turn: Option<Arc<Turn>>,
+) -> rusqlite::Result<()> {
     let mut started = Instant::now();
     conn.busy_handler(Some(move |attempt: i32| {
         if attempt == 0 {
@@ -261,9 +288,12 @@ fn install_busy_handler(conn: &mut Connection, timeout: Duration) -> rusqlite::R
         if waited >= timeout {
             return false;
         }
+        if let Some(turn) = &turn {
+            turn.announce();
+        }
         let pause = match attempt {
             0..=7 => Duration::from_micros(20),
-            8..=63 => Duration::from_micros(100),
+            8..=2047 => Duration::from_micros(100),
             _ => Duration::from_millis(1),
         };
         std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
@@ -272,9 +302,9 @@ fn install_busy_handler(conn: &mut Connection, timeout: Duration) -> rusqlite::R
 }
 
 /// Open the write connection: WAL mode (checked), sanity checks, schema.
-fn open_writer(name: &str, path: &Path, options: &Options) -> Result<Connection> {
+fn open_writer(name: &str, path: &Path, options: &Options, turn: &Arc<Turn>) -> Result<Connection> {
     let fail = |e| error::open_in_dir(name, path, e);
-    let conn = connect(path, options, false).map_err(fail)?;
+    let conn = connect(path, options, false, Some(Arc::clone(turn))).map_err(fail)?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
         return Err(error::open_check(
             name,
@@ -313,7 +343,9 @@ fn open_writer(name: &str, path: &Path, options: &Options) -> Result<Connection>
         return Err(newer_version(name, path, found));
     }
     if found < schema::VERSION {
-        let found = in_write_tx(&conn, || schema::migrate(&conn)).map_err(fail)?;
+        let found = in_write_tx(&conn, || schema::migrate(&conn));
+        turn.withdraw();
+        let found = found.map_err(fail)?;
         if found > schema::VERSION {
             return Err(newer_version(name, path, found));
         }
@@ -429,7 +461,7 @@ impl ReadPool {
                 if state.open < self.max {
                     state.open += 1;
                     drop(state);
-                    match connect(&self.path, &self.options, true) {
+                    match connect(&self.path, &self.options, true, None) {
                         Ok(conn) => break conn,
                         Err(e) => {
                             self.lock().open -= 1;
