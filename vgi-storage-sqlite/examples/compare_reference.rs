@@ -5,7 +5,10 @@
 //!
 //! Run with `cargo run --release -p vgi-storage-sqlite --example compare_reference`.
 //! `VGI_BENCH_DIR` picks the directory for the files (default: the temp dir);
-//! `VGI_BENCH_RUNS` the number of runs whose median is shown (default 3).
+//! `VGI_BENCH_RUNS` the number of runs whose median is shown (default 3);
+//! `VGI_BENCH_ONLY` runs only the workloads whose name contains it.
+//! `VGI_BENCH_READERS`, `VGI_BENCH_MMAP` and `VGI_BENCH_CACHE_KIB` set the
+//! backend's read connections, mmap size and cache size.
 
 // A measurement harness: rates are f64 by nature, and the workload list reads
 // best as one long function in the order of the table.
@@ -29,6 +32,9 @@ const PAGE: usize = 100;
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// One table row: workload, target, reference rates, our rates, per-run ratios.
+type Row = (String, &'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("pop-child") {
@@ -39,8 +45,7 @@ fn main() -> Res<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let base = std::env::var_os("VGI_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    // rows[i] = (workload, target, reference rates, our rates, per-run ratios)
-    let mut rows: Vec<(String, &str, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut fairness = Vec::new();
     for run in 0..runs {
         // Both stores live side by side; each workload runs on one and then
@@ -56,7 +61,11 @@ fn main() -> Res<()> {
         if run % 2 == 1 {
             envs.reverse();
         }
-        for (i, (name, target, step)) in steps().into_iter().enumerate() {
+        let only = std::env::var("VGI_BENCH_ONLY").unwrap_or_default();
+        let steps = steps()
+            .into_iter()
+            .filter(|(name, ..)| name.contains(only.as_str()));
+        for (i, (name, target, step)) in steps.enumerate() {
             let mut rate = [0.0; 2];
             for env in &envs {
                 let (r, note) = step(env)?;

@@ -271,8 +271,8 @@ fn connect(
 /// SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts,
 /// so a process waiting for the write lock almost never sees it free while
 /// another process commits small transactions back to back: one process takes
-/// every queue item while the other sleeps. Polling every 20 to 100 µs (1 ms
-/// after a long wait), with the [`Turn`] announcing the wait, lets both make
+/// every queue item while the other sleeps. Polling every 20 µs (1 ms after
+/// 2048 attempts), with the [`Turn`] announcing the wait, lets both make
 /// progress.
 fn install_busy_handler(
     conn: &mut Connection,
@@ -292,8 +292,7 @@ fn install_busy_handler(
             turn.announce();
         }
         let pause = match attempt {
-            0..=7 => Duration::from_micros(20),
-            8..=2047 => Duration::from_micros(100),
+            0..=2047 => Duration::from_micros(20),
             _ => Duration::from_millis(1),
         };
         std::thread::sleep(pause.min(timeout.saturating_sub(waited)));

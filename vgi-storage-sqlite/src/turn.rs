@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// How long a writer that is waited for steps aside after its commit: longer
 /// than a waiting writer's poll interval (see the busy handler).
-const STEP_ASIDE: Duration = Duration::from_micros(250);
+const STEP_ASIDE: Duration = Duration::from_micros(100);
 
 /// One store's side of the turnstile.
 #[derive(Debug)]
