@@ -1,6 +1,6 @@
 //! The store's tables, created and versioned on first use.
 
-use postgres::Client;
+use postgres::{Client, GenericClient};
 use vgi_storage_core::{ErrorKind, Result};
 
 use crate::error;
@@ -73,7 +73,8 @@ fn ddl(s: &str) -> String {
 /// needing the CREATE privilege.
 pub(crate) fn ensure(client: &mut Client, schema: &str, store: &str) -> Result<()> {
     let s = quoted(schema);
-    let existing = read_version(client, &s).map_err(|e| error::open("postgres", store, e))?;
+    let existing =
+        read_version(client, schema, &s).map_err(|e| error::open("postgres", store, e))?;
     let version = match existing {
         Some(v) => v,
         None => create(client, schema, &s).map_err(|e| error::open("postgres", store, e))?,
@@ -93,9 +94,29 @@ pub(crate) fn ensure(client: &mut Client, schema: &str, store: &str) -> Result<(
     Ok(())
 }
 
-fn read_version(client: &mut Client, s: &str) -> Result<Option<i32>, error::PgError> {
-    let table = format!("{s}.meta");
-    let row = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?;
+/// The schema's layout version, `None` when it has no meta table yet.
+///
+/// Whether the meta table exists is read from `pg_class` itself, with the
+/// statement's own snapshot, never with `to_regclass`: that looks the name up
+/// in the session's catalog cache without taking a lock, and inside a
+/// transaction the cache only catches up with other sessions' commits when a
+/// relation lock is taken. Taking the advisory lock in [`create`] takes none,
+/// so a session whose transaction began before the creator committed would go
+/// on seeing the schema missing under the lock, run the DDL again and deadlock
+/// (see [`create`]). Meta is created in the same transaction as every other
+/// object, so once it is visible the whole schema is. Reading the version row
+/// names the table with a lock, which brings the cache up to date.
+fn read_version(
+    client: &mut impl GenericClient,
+    schema: &str,
+    s: &str,
+) -> Result<Option<i32>, error::PgError> {
+    let row = client.query_one(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'meta')",
+        &[&schema],
+    )?;
     if !row.get::<_, bool>(0) {
         return Ok(None);
     }
@@ -110,6 +131,17 @@ fn create(client: &mut Client, schema: &str, s: &str) -> Result<i32, error::PgEr
     let mut tx = client.transaction()?;
     let key = lock_key(&[b"vgi-storage-postgres:schema", schema.as_bytes()]);
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+    // Look again under the lock: another process may have created the schema
+    // while this one waited. Running the DDL anyway would be wrong, not just
+    // slow: `CREATE INDEX IF NOT EXISTS` takes its table's SHARE lock before
+    // it checks for the index, so it deadlocks with a store that already
+    // prepares statements on the tables (queue_push locks touch, then queue;
+    // the DDL locks queue, then touch). This look must see commits made while
+    // we waited, which is why `read_version` does not use `to_regclass`.
+    if let Some(version) = read_version(&mut tx, schema, s)? {
+        tx.commit()?;
+        return Ok(version);
+    }
     tx.batch_execute(&ddl(s))?;
     tx.execute(
         &format!(

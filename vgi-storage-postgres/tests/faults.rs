@@ -149,6 +149,7 @@ fn server_crash_mid_run_gives_retryable_errors_and_loses_nothing_acknowledged() 
     Ok(())
 }
 
+/// Regression: waiters re-checked the schema with `to_regclass` under the advisory lock, saw a stale "missing", re-ran the DDL and deadlocked (40P01) with the creator's statement preparation.
 #[test]
 fn many_processes_creating_the_schema_at_once_all_succeed() -> TestResult {
     let server = TestServer::shared()?;
