@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -20,6 +20,10 @@ use crate::turn::Turn;
 /// The largest value accepted: a little under SQLite's default row limit
 /// (`SQLITE_MAX_LENGTH`, 1e9 bytes), leaving room for the scope and key in the row.
 pub const MAX_VALUE_LEN: usize = 1_000_000_000 - (16 << 20);
+
+/// The store's [`Turn`], shared with the write connection's busy handler; set
+/// once the file has been opened as a store.
+type TurnSlot = Arc<OnceLock<Turn>>;
 
 const CAPABILITIES: Capabilities = Capabilities::new()
     .with_durable(true)
@@ -66,7 +70,7 @@ pub struct SqliteStorage {
     path: PathBuf,
     clock: SharedClock,
     writer: Mutex<Connection>,
-    turn: Arc<Turn>,
+    turn: TurnSlot,
     readers: ReadPool,
 }
 
@@ -118,8 +122,14 @@ impl SqliteStorage {
         } = b;
         let name = format!("{BACKEND}:{}", path.display());
         prepare_file(&name, &path)?;
-        let turn = Arc::new(Turn::open(&path).map_err(|e| error::open_io(&name, &path, e))?);
+        let turn = TurnSlot::default();
         let writer = open_writer(&name, &path, &options, &turn)?;
+        // Made only once the file proved to be a store, so a refused file
+        // gets no companion. Without it (an odd file system) writes are merely
+        // not fair between processes: no reason to refuse the store.
+        if let Ok(t) = Turn::open(&path) {
+            let _ = turn.set(t);
+        }
         Ok(Self {
             turn,
             readers: ReadPool::new(path.clone(), options),
@@ -150,9 +160,11 @@ impl SqliteStorage {
     }
 
     fn after_write(&self, committed: bool) {
-        self.turn.withdraw();
-        if committed {
-            self.turn.step_aside_if_waited_for();
+        if let Some(turn) = self.turn.get() {
+            turn.withdraw();
+            if committed {
+                turn.step_aside_if_waited_for();
+            }
         }
     }
 
@@ -242,7 +254,7 @@ fn connect(
     path: &Path,
     options: &Options,
     query_only: bool,
-    turn: Option<Arc<Turn>>,
+    turn: Option<TurnSlot>,
 ) -> rusqlite::Result<Connection> {
     // No CREATE flag: `prepare_file` made the file with the right mode, and a
     // file deleted since then should fail rather than be recreated 0644.
@@ -277,7 +289,7 @@ fn connect(
 fn install_busy_handler(
     conn: &mut Connection,
     timeout: Duration,
-    turn: Option<Arc<Turn>>,
+    turn: Option<TurnSlot>,
 ) -> rusqlite::Result<()> {
     let mut started = Instant::now();
     conn.busy_handler(Some(move |attempt: i32| {
@@ -288,7 +300,7 @@ fn install_busy_handler(
         if waited >= timeout {
             return false;
         }
-        if let Some(turn) = &turn {
+        if let Some(turn) = turn.as_ref().and_then(|t| t.get()) {
             turn.announce();
         }
         let pause = match attempt {
@@ -301,7 +313,7 @@ fn install_busy_handler(
 }
 
 /// Open the write connection: WAL mode (checked), sanity checks, schema.
-fn open_writer(name: &str, path: &Path, options: &Options, turn: &Arc<Turn>) -> Result<Connection> {
+fn open_writer(name: &str, path: &Path, options: &Options, turn: &TurnSlot) -> Result<Connection> {
     let fail = |e| error::open_in_dir(name, path, e);
     let conn = connect(path, options, false, Some(Arc::clone(turn))).map_err(fail)?;
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(fail)? {
@@ -343,7 +355,6 @@ fn open_writer(name: &str, path: &Path, options: &Options, turn: &Arc<Turn>) -> 
     }
     if found < schema::VERSION {
         let found = in_write_tx(&conn, || schema::migrate(&conn));
-        turn.withdraw();
         let found = found.map_err(fail)?;
         if found > schema::VERSION {
             return Err(newer_version(name, path, found));

@@ -5,22 +5,33 @@
 //! a waiting process must take a read snapshot and then the lock inside that
 //! gap (if a commit lands in between, it gets SQLITE_BUSY_SNAPSHOT and waits
 //! again). Measured: one of two processes draining a queue often got no item
-//! at all. So a waiting writer says so, with a shared `flock` on the database
-//! file held while it waits, and a writer that has just committed checks
-//! for one (a non-blocking exclusive `flock` fails) and steps aside for a
-//! moment. `flock` locks are separate from the POSIX locks SQLite takes on the
-//! same file, so the two never interfere (on the local file systems that WAL
-//! mode needs anyway).
+//! at all. So a waiting writer says so, with a shared `flock` on a side file
+//! (`<database>-turn`) held while it waits, and a writer that has just
+//! committed checks for one (a non-blocking exclusive `flock` fails) and steps
+//! aside for a moment.
+//!
+//! The side file, not the database: closing any descriptor of a file drops
+//! every POSIX lock the process holds on it, SQLite's included, so this module
+//! must never open the database, its `-wal` or its `-shm`.
 
-use std::fs::{File, TryLockError};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long a writer that is waited for steps aside after its commit: longer
 /// than a waiting writer's poll interval (see the busy handler).
 const STEP_ASIDE: Duration = Duration::from_micros(100);
+
+/// `<database>-turn`, beside the database.
+pub(crate) fn side_file(db: &Path) -> PathBuf {
+    let mut name = OsString::from(db.as_os_str());
+    name.push("-turn");
+    PathBuf::from(name)
+}
 
 /// One store's side of the turnstile.
 #[derive(Debug)]
@@ -30,9 +41,17 @@ pub(crate) struct Turn {
 }
 
 impl Turn {
-    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+    /// Open (or create, mode 0600) the side file of the database at `db`.
+    pub(crate) fn open(db: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(side_file(db))?;
         Ok(Self {
-            file: File::open(path)?,
+            file,
             waiting: AtomicBool::new(false),
         })
     }

@@ -44,6 +44,8 @@ fn a_file_that_is_not_a_database_is_corrupt_and_left_untouched() -> TestResult {
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(err.to_string().contains("state.db"), "{err}");
     assert_eq!(std::fs::read(&path)?, text, "the file was modified");
+    let left: Vec<_> = std::fs::read_dir(dir.path())?.collect::<std::io::Result<_>>()?;
+    assert_eq!(left.len(), 1, "a refused file got companions: {left:?}");
     Ok(())
 }
 
