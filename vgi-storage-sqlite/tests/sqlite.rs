@@ -21,6 +21,11 @@ fn new_file_is_owner_only_and_in_wal_mode() -> TestResult {
         std::fs::metadata(&path)?.permissions().mode() & 0o777,
         0o600
     );
+    let turn = dir.path().join("state.db-turn");
+    assert_eq!(
+        std::fs::metadata(&turn)?.permissions().mode() & 0o777,
+        0o600
+    );
     let conn = Connection::open(&path)?;
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
