@@ -262,13 +262,11 @@ pub(crate) struct Tx<'t> {
 /// Open `def` into `slot` unless it is open already.
 macro_rules! table {
     ($self:ident . $field:ident, $def:expr) => {{
-        if $self.$field.is_none() {
-            $self.$field = Some($self.txn.open_table($def)?);
-        }
-        match $self.$field.as_mut() {
+        let table = match $self.$field.take() {
             Some(table) => table,
-            None => unreachable!("opened just above"),
-        }
+            None => $self.txn.open_table($def)?,
+        };
+        $self.$field.insert(table)
     }};
 }
 
