@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use vgi_storage::ManualClock;
+use vgi_storage::{ManualClock, system_clock};
 
 use crate::report::{Results, TargetInfo};
 use crate::stats::{Recorder, Sample, summarize};
@@ -425,9 +425,15 @@ fn run_one(
     store_name: &mut String,
 ) -> BenchResult<Recorder> {
     let mut rec = Recorder::default();
-    // Every store runs on a manual clock; only the lifecycle workload moves it.
+    // The lifecycle workload ages scopes with a manual clock; the others run on
+    // the wall clock, as a worker does (a frozen clock would let a backend skip
+    // rewriting an unchanged scope stamp on every write, which flatters it).
     let clock = ManualClock::starting_now();
-    let store = target.open(dir, Arc::new(clock.clone()))?;
+    let store = if workload == Workload::Lifecycle {
+        target.open(dir, Arc::new(clock.clone()))?
+    } else {
+        target.open(dir, system_clock())?
+    };
     store.name().clone_into(store_name);
     match workload {
         Workload::AggregateState => workloads::aggregate_state(&*store, sizes, &mut rec)?,

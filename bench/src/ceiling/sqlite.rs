@@ -26,6 +26,11 @@ CREATE INDEX IF NOT EXISTS queue_by_scope ON queue(scope, id);
 CREATE TABLE IF NOT EXISTS touch(scope BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+// An upsert updates the row in place; INSERT OR REPLACE would delete and
+// reinsert it, index entries included, on every overwrite.
+const KV_PUT: &str = "INSERT INTO kv(scope, key, value) VALUES (?1, ?2, ?3)
+    ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value";
+
 const TOUCH: &str = "INSERT INTO touch(scope, at) VALUES (?1, ?2)
     ON CONFLICT(scope) DO UPDATE SET at = excluded.at";
 
@@ -106,7 +111,7 @@ impl FunctionStorage for RawSqlite {
         let now = self.now();
         self.with("kv_put", |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached("INSERT OR REPLACE INTO kv(scope, key, value) VALUES (?1, ?2, ?3)")?
+            tx.prepare_cached(KV_PUT)?
                 .execute(params![scope, key, value])?;
             tx.prepare_cached(TOUCH)?.execute(params![scope, now])?;
             tx.commit()
@@ -139,11 +144,7 @@ impl FunctionStorage for RawSqlite {
                 return Ok(false);
             }
             match new {
-                Some(v) => tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO kv(scope, key, value) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![scope, key, v])?,
+                Some(v) => tx.prepare_cached(KV_PUT)?.execute(params![scope, key, v])?,
                 None => tx
                     .prepare_cached("DELETE FROM kv WHERE scope = ?1 AND key = ?2")?
                     .execute(params![scope, key])?,
