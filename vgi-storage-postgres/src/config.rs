@@ -80,6 +80,7 @@ pub struct PostgresBuilder {
     pub(crate) checkout_timeout: Duration,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) clock: SharedClock,
+    pub(crate) max_value_len: usize,
 }
 
 impl fmt::Debug for PostgresBuilder {
@@ -91,6 +92,7 @@ impl fmt::Debug for PostgresBuilder {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("clock", &self.clock)
+            .field("max_value_len", &self.max_value_len)
             .finish()
     }
 }
@@ -104,6 +106,7 @@ impl PostgresBuilder {
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
             connect_timeout: None,
             clock: system_clock(),
+            max_value_len: crate::MAX_VALUE_LEN,
         }
     }
 
@@ -144,6 +147,15 @@ impl PostgresBuilder {
     #[must_use]
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The largest value the store accepts, in bytes; [`crate::MAX_VALUE_LEN`] by
+    /// default, and never more. A larger value is refused with
+    /// [`vgi_storage_core::ErrorKind::TooLarge`] before it is sent to the server.
+    #[must_use]
+    pub fn max_value_len(mut self, bytes: usize) -> Self {
+        self.max_value_len = bytes.min(crate::MAX_VALUE_LEN);
         self
     }
 

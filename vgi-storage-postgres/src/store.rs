@@ -224,6 +224,7 @@ pub struct PostgresStorage {
     pool: Pool<Conn>,
     clock: SharedClock,
     gc_lock: i64,
+    max_value_len: usize,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -294,6 +295,7 @@ impl PostgresStorage {
             schema,
             clock: builder.clock,
             gc_lock,
+            max_value_len: builder.max_value_len,
         })
     }
 
@@ -326,7 +328,7 @@ impl PostgresStorage {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
-        check_value_len(&self.name, MAX_VALUE_LEN, len)
+        check_value_len(&self.name, self.max_value_len, len)
     }
 
     fn touch(
@@ -351,7 +353,7 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        CAPABILITIES.with_max_value_len(self.max_value_len)
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -57,6 +57,7 @@ pub struct RedbBuilder {
     clock: SharedClock,
     multi_process: bool,
     cache_size: Option<usize>,
+    max_value_len: usize,
 }
 
 impl RedbBuilder {
@@ -81,6 +82,14 @@ impl RedbBuilder {
     /// commit costs two fsyncs, and [`Durability::Deferred`] is refused.
     pub fn multi_process(mut self, multi_process: bool) -> Self {
         self.multi_process = multi_process;
+        self
+    }
+
+    /// The largest value the store accepts, in bytes; [`MAX_VALUE_LEN`] by default,
+    /// and never more. A larger value is refused with
+    /// [`ErrorKind::TooLarge`] and nothing is written.
+    pub fn max_value_len(mut self, bytes: usize) -> Self {
+        self.max_value_len = bytes.min(MAX_VALUE_LEN);
         self
     }
 
@@ -164,6 +173,7 @@ impl RedbBuilder {
             clock: self.clock,
             durability: self.durability,
             multi_process: self.multi_process,
+            max_value_len: self.max_value_len,
             group: Group::default(),
         })
     }
@@ -232,6 +242,7 @@ pub struct RedbStorage {
     clock: SharedClock,
     durability: Durability,
     multi_process: bool,
+    max_value_len: usize,
     group: Group,
 }
 
@@ -260,6 +271,7 @@ impl RedbStorage {
             clock: system_clock(),
             multi_process: false,
             cache_size: None,
+            max_value_len: MAX_VALUE_LEN,
         }
     }
 
@@ -355,7 +367,7 @@ impl RedbStorage {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
-        check_value_len(&self.name, MAX_VALUE_LEN, len)
+        check_value_len(&self.name, self.max_value_len, len)
     }
 }
 
@@ -377,7 +389,7 @@ impl FunctionStorage for RedbStorage {
         Capabilities::new()
             .with_durable(self.durability == Durability::Immediate)
             .with_shared_across_processes(self.multi_process)
-            .with_max_value_len(MAX_VALUE_LEN)
+            .with_max_value_len(self.max_value_len)
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
