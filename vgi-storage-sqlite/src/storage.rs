@@ -161,10 +161,7 @@ impl SqliteStorage {
 
     fn after_write(&self, committed: bool) {
         if let Some(turn) = self.turn.get() {
-            turn.withdraw();
-            if committed {
-                turn.step_aside_if_waited_for();
-            }
+            let _stepped_aside = turn.finish(committed);
         }
     }
 
