@@ -88,6 +88,7 @@ pub(crate) struct Options {
     pub(crate) read_connections: usize,
     pub(crate) mmap_size: u64,
     pub(crate) cache_kib: u32,
+    pub(crate) max_value_len: usize,
 }
 
 /// Builds a [`SqliteStorage`](crate::SqliteStorage) with options; start with
@@ -122,9 +123,18 @@ impl SqliteBuilder {
                 read_connections: DEFAULT_READ_CONNECTIONS,
                 mmap_size: DEFAULT_MMAP_SIZE,
                 cache_kib: DEFAULT_CACHE_KIB,
+                max_value_len: crate::MAX_VALUE_LEN,
             },
             clock: system_clock(),
         }
+    }
+
+    /// The largest value the store accepts, in bytes; [`crate::MAX_VALUE_LEN`] by
+    /// default, and never more. A larger value is refused with
+    /// [`ErrorKind::TooLarge`](vgi_storage_core::ErrorKind::TooLarge) and nothing is written.
+    pub fn max_value_len(mut self, bytes: usize) -> Self {
+        self.options.max_value_len = bytes.min(crate::MAX_VALUE_LEN);
+        self
     }
 
     /// `PRAGMA synchronous` for every connection; [`Synchronous::Normal`] by default.

@@ -72,6 +72,7 @@ pub struct SqliteStorage {
     writer: Mutex<Connection>,
     turn: TurnSlot,
     readers: ReadPool,
+    max_value_len: usize,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -132,6 +133,7 @@ impl SqliteStorage {
         }
         Ok(Self {
             turn,
+            max_value_len: options.max_value_len,
             readers: ReadPool::new(path.clone(), options),
             name,
             path,
@@ -198,7 +200,7 @@ impl SqliteStorage {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
-        check_value_len(&self.name, MAX_VALUE_LEN, len)
+        check_value_len(&self.name, self.max_value_len, len)
     }
 }
 
@@ -540,7 +542,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        CAPABILITIES.with_max_value_len(self.max_value_len)
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
