@@ -45,6 +45,9 @@ fn sqlite(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
     if let Some(ms) = config.u64_option("busy_timeout_ms")? {
         builder = builder.busy_timeout(std::time::Duration::from_millis(ms));
     }
+    if let Some(max) = max_value_len(config)? {
+        builder = builder.max_value_len(max);
+    }
     Ok(std::sync::Arc::new(builder.open()?))
 }
 
@@ -67,6 +70,9 @@ fn redb(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
     if let Some(multi) = config.bool_option("multi_process")? {
         builder = builder.multi_process(multi);
     }
+    if let Some(max) = max_value_len(config)? {
+        builder = builder.max_value_len(max);
+    }
     Ok(std::sync::Arc::new(builder.open()?))
 }
 
@@ -87,7 +93,18 @@ fn postgres(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage>
     if let Some(ms) = config.u64_option("checkout_timeout_ms")? {
         builder = builder.checkout_timeout(std::time::Duration::from_millis(ms));
     }
+    if let Some(max) = max_value_len(config)? {
+        builder = builder.max_value_len(max);
+    }
     Ok(std::sync::Arc::new(builder.connect()?))
+}
+
+/// The `max_value_len` option (a backend clamps it to its own limit).
+#[cfg(any(feature = "sqlite", feature = "redb", feature = "postgres"))]
+fn max_value_len(config: &StorageConfig) -> Result<Option<usize>> {
+    Ok(config
+        .u64_option("max_value_len")?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
 }
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]

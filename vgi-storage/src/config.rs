@@ -19,9 +19,12 @@ use crate::BackendKind;
 /// | backend | location | options |
 /// |---|---|---|
 /// | `memory` | none | none |
-/// | `sqlite` | `path` (default: per-user temp dir, `state.db`) | `synchronous` (`normal`, `full`), `busy_timeout_ms` |
-/// | `redb` | `path` (default: per-user temp dir, `state.redb`) | `durability` (`immediate`, `deferred`), `multi_process` (`true`, `false`) |
-/// | `postgres` | `url` (default: libpq `PG*` variables) | `schema`, `pool_size`, `checkout_timeout_ms` |
+/// | `sqlite` | `path` (default: per-user temp dir, `state.db`) | `synchronous` (`normal`, `full`), `busy_timeout_ms`, `max_value_len` |
+/// | `redb` | `path` (default: per-user temp dir, `state.redb`) | `durability` (`immediate`, `deferred`), `multi_process` (`true`, `false`), `max_value_len` |
+/// | `postgres` | `url` (default: libpq `PG*` variables) | `schema`, `pool_size`, `checkout_timeout_ms`, `max_value_len` |
+///
+/// `max_value_len` caps the bytes of one value below the backend's own limit:
+/// a larger value is refused with `ErrorKind::TooLarge` and nothing is written.
 ///
 /// ```
 /// use vgi_storage::{BackendKind, StorageConfig};
@@ -73,9 +76,14 @@ impl fmt::Debug for StorageConfig {
 fn known_options(backend: BackendKind) -> &'static [&'static str] {
     match backend {
         BackendKind::Memory => &[],
-        BackendKind::Sqlite => &["synchronous", "busy_timeout_ms"],
-        BackendKind::Redb => &["durability", "multi_process"],
-        BackendKind::Postgres => &["schema", "pool_size", "checkout_timeout_ms"],
+        BackendKind::Sqlite => &["synchronous", "busy_timeout_ms", "max_value_len"],
+        BackendKind::Redb => &["durability", "multi_process", "max_value_len"],
+        BackendKind::Postgres => &[
+            "schema",
+            "pool_size",
+            "checkout_timeout_ms",
+            "max_value_len",
+        ],
     }
 }
 
@@ -179,7 +187,9 @@ impl StorageConfig {
 
     fn check_option(&self, name: &str, value: &str) -> Result<()> {
         match name {
-            "busy_timeout_ms" | "checkout_timeout_ms" => self.u64_option(name).map(|_| ()),
+            "busy_timeout_ms" | "checkout_timeout_ms" | "max_value_len" => {
+                self.u64_option(name).map(|_| ())
+            }
             "pool_size" => match self.u64_option(name)? {
                 Some(0) => Err(config_error(
                     self.backend,

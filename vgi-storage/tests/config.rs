@@ -138,7 +138,10 @@ fn unknown_option_names_the_valid_ones() {
     let e = err_of(StorageConfig::from_url("sqlite:/tmp/x.db?synchronus=full"));
     let msg = e.to_string();
     assert!(msg.contains("unknown option `synchronus`"), "{msg}");
-    assert!(msg.contains("synchronous, busy_timeout_ms"), "{msg}");
+    assert!(
+        msg.contains("synchronous, busy_timeout_ms, max_value_len"),
+        "{msg}"
+    );
     let e = err_of(StorageConfig::from_url("memory:?x=1"));
     assert!(e.to_string().contains("memory takes no options"), "{e}");
 }
@@ -155,6 +158,7 @@ fn bad_option_values_say_what_is_allowed() {
             "not a whole number",
         ),
         ("sqlite:/tmp/x.db?busy_timeout_ms=-1", "not a whole number"),
+        ("redb:/tmp/x.redb?max_value_len=1MiB", "not a whole number"),
         ("redb:/tmp/x.redb?multi_process=maybe", "use true or false"),
         (
             "redb:/tmp/x.redb?durability=eventual",

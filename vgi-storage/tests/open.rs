@@ -70,6 +70,27 @@ fn redb_url_opens_in_either_mode() -> TestResult {
 }
 
 #[test]
+fn max_value_len_caps_what_every_durable_backend_accepts() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    for kind in [BackendKind::Sqlite, BackendKind::Redb]
+        .into_iter()
+        .filter(|k| k.is_compiled_in())
+    {
+        let path = tmp.path().join(format!("capped.{kind}"));
+        let store = open(&format!("{kind}:{}?max_value_len=1024", path.display()))?;
+        assert_eq!(store.capabilities().max_value_len, 1024, "{kind}");
+        store.kv_put(b"s", b"fits", &[7; 1024])?;
+        let err = store
+            .kv_put(b"s", b"big", &[7; 1025])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::TooLarge), "{kind}");
+        assert_eq!(store.kv_get(b"s", b"big")?, None, "{kind}");
+    }
+    Ok(())
+}
+
+#[test]
 fn a_file_backend_in_a_missing_directory_is_an_open_error_naming_the_path() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let missing = tmp.path().join("no/such/dir/state.db");
