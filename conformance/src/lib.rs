@@ -363,6 +363,46 @@ pub fn run_in_test(
     c.run(factory, &settings)
 }
 
+/// The checks that write a value just over the backend's `max_value_len`.
+///
+/// The suite skips them when the limit is large (building such a value would
+/// cost gigabytes of memory), so a backend with a large limit proves them with a
+/// small configured cap instead: see [`run_value_limit_checks_in_test`].
+pub const VALUE_LIMIT_CHECKS: [&str; 2] = [
+    "values_over_the_limit_are_too_large_and_write_nothing",
+    "queue_push_is_all_or_nothing",
+];
+
+/// Run every check of [`VALUE_LIMIT_CHECKS`] with [`run_in_test`] from the
+/// `#[test]` named `test_name`, against a `factory` that builds the store with
+/// a small value limit (64 KiB, say).
+///
+/// - every check passing gives `Ok(Outcome::Passed)`
+/// - a check skipped (the factory's limit is too large to test) is a [`Failure`]:
+///   the caller asked for these checks to run
+/// - the first failing check's [`Failure`] is returned
+///
+/// ```ignore
+/// #[test]
+/// fn a_configured_value_limit_is_enforced_whole() {
+///     let open_capped = |fx: &Fixture| -> Result<SharedStorage> {
+///         Ok(Arc::new(MyStorage::builder(fx.path("db")).max_value_len(64 * 1024).open()?))
+///     };
+///     let outcome = run_value_limit_checks_in_test("a_configured_value_limit_is_enforced_whole", &open_capped);
+///     assert!(matches!(outcome, Ok(Outcome::Passed)), "{outcome:?}");
+/// }
+/// ```
+pub fn run_value_limit_checks_in_test(test_name: &str, factory: &dyn Factory) -> CheckResult {
+    for check in VALUE_LIMIT_CHECKS {
+        if let Outcome::Skipped(why) = run_in_test(check, test_name, None, factory)? {
+            return Err(Failure::new(format!(
+                "{check} was skipped ({why}); build the store with a smaller value limit"
+            )));
+        }
+    }
+    Ok(Outcome::Passed)
+}
+
 #[doc(hidden)]
 pub mod __private {
     //! What [`conformance_suite!`](crate::conformance_suite) expands to; not a stable API.

@@ -35,3 +35,19 @@ fn run_all_passes_the_tiny_backend_and_shows_skips() {
     );
     assert!(report.to_string().contains("skipped state_survives_reopen"));
 }
+
+/// The value-limit helper runs its checks on a capped store, and refuses to
+/// pass a store whose limit is too large for them to run.
+#[test]
+fn value_limit_checks_run_on_a_capped_store_and_refuse_an_uncapped_one() {
+    use vgi_storage_conformance::{Outcome, run_value_limit_checks_in_test};
+    let test = "value_limit_checks_run_on_a_capped_store_and_refuse_an_uncapped_one";
+    let capped = run_value_limit_checks_in_test(test, &support::open_tiny_limited);
+    assert!(matches!(capped, Ok(Outcome::Passed)), "{capped:?}");
+    let uncapped = run_value_limit_checks_in_test(test, &support::open_tiny);
+    let message = uncapped
+        .err()
+        .map(|f| f.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("was skipped"), "{message}");
+}

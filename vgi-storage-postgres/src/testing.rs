@@ -419,11 +419,12 @@ impl Drop for TestServer {
     }
 }
 
-/// Open a store with `schema` on the shared test server, stamping writes with `clock`.
+/// Settings for a store with `schema` on the shared test server, for options
+/// beyond [`open_store`]'s.
 ///
 /// Errors (no PostgreSQL installed, the server failed to start) come back as a
 /// [`StorageError`] whose message says what to do.
-pub fn open_store(schema: &str, clock: SharedClock) -> vgi_storage_core::Result<PostgresStorage> {
+pub fn store_builder(schema: &str) -> vgi_storage_core::Result<PostgresBuilder> {
     let server = TestServer::shared().map_err(|e| {
         StorageError::open(
             "postgres",
@@ -433,7 +434,14 @@ pub fn open_store(schema: &str, clock: SharedClock) -> vgi_storage_core::Result<
             Some(Box::new(e)),
         )
     })?;
-    server.builder(schema).clock(clock).connect()
+    Ok(server.builder(schema))
+}
+
+/// Open a store with `schema` on the shared test server, stamping writes with `clock`.
+///
+/// Errors as for [`store_builder`].
+pub fn open_store(schema: &str, clock: SharedClock) -> vgi_storage_core::Result<PostgresStorage> {
+    store_builder(schema)?.clock(clock).connect()
 }
 
 fn as_user(run_as: Option<&RunAs>, program: &Path) -> Command {

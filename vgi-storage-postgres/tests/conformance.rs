@@ -20,37 +20,20 @@ vgi_storage_conformance::conformance_suite!(open);
 /// would need a gigabyte of memory); with a small configured limit they run.
 #[test]
 fn a_configured_value_limit_is_enforced_whole() {
-    let open_small = |fx: &Fixture| -> Result<SharedStorage> {
-        let server = vgi_storage_postgres::testing::TestServer::shared().map_err(|e| {
-            vgi_storage_core::StorageError::open(
-                "postgres",
-                "test server",
-                vgi_storage_core::ErrorKind::NotFound,
-                "the throwaway test server could not be started",
-                Some(Box::new(e)),
-            )
-        })?;
+    let open_capped = |fx: &Fixture| -> Result<SharedStorage> {
         Ok(Arc::new(
-            server
-                .builder(fx.name())
+            vgi_storage_postgres::testing::store_builder(fx.name())?
                 .clock(fx.clock())
                 .max_value_len(64 * 1024)
                 .connect()?,
         ))
     };
-    for check in [
-        "values_over_the_limit_are_too_large_and_write_nothing",
-        "queue_push_is_all_or_nothing",
-    ] {
-        let outcome = vgi_storage_conformance::run_in_test(
-            check,
-            "a_configured_value_limit_is_enforced_whole",
-            None,
-            &open_small,
-        );
-        assert!(
-            matches!(outcome, Ok(vgi_storage_conformance::Outcome::Passed)),
-            "{check}: {outcome:?}"
-        );
-    }
+    let outcome = vgi_storage_conformance::run_value_limit_checks_in_test(
+        "a_configured_value_limit_is_enforced_whole",
+        &open_capped,
+    );
+    assert!(
+        matches!(outcome, Ok(vgi_storage_conformance::Outcome::Passed)),
+        "{outcome:?}"
+    );
 }
