@@ -109,12 +109,20 @@ fn max_value_len(config: &StorageConfig) -> Result<Option<usize>> {
 
 #[cfg(any(feature = "sqlite", feature = "redb"))]
 fn default_file(file: &str, backend: BackendKind) -> Result<std::path::PathBuf> {
+    use std::io::ErrorKind as Io;
+    use vgi_storage_core::ErrorKind;
     let dir = vgi_storage_core::dirs::default_dir().map_err(|e| {
-        let path = std::env::temp_dir();
+        let kind = match e.kind() {
+            Io::PermissionDenied => ErrorKind::PermissionDenied,
+            Io::ReadOnlyFilesystem => ErrorKind::ReadOnly,
+            Io::StorageFull => ErrorKind::StorageFull,
+            Io::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Other,
+        };
         vgi_storage_core::StorageError::open(
             backend.name(),
-            path,
-            vgi_storage_core::ErrorKind::PermissionDenied,
+            std::env::temp_dir(),
+            kind,
             "cannot create the per-user default directory; set VGI_WORKER_SHARED_STORAGE \
              to a URL with an explicit path",
             Some(Box::new(e)),

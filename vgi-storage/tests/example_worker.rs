@@ -103,3 +103,28 @@ fn worker_example_passes_on_every_shared_backend_compiled_in() -> TestResult {
     assert!(ran.contains(&BackendKind::Sqlite) || !BackendKind::Sqlite.is_compiled_in());
     Ok(())
 }
+
+/// When the per-user default directory cannot be made (here the temp dir is a
+/// plain file), building the default store fails with a message saying what
+/// to set instead, and the worker exits non-zero rather than running without state.
+#[test]
+fn an_unusable_default_directory_fails_with_what_to_set() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let not_a_dir = tmp.path().join("a-file");
+    std::fs::write(&not_a_dir, b"")?;
+    let out = Command::new(worker_exe()?)
+        .env_remove(vgi_storage::STORAGE_VAR)
+        .env("TMPDIR", &not_a_dir)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the worker ran without a store: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot create the per-user default directory"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("VGI_WORKER_SHARED_STORAGE"), "{stderr}");
+    Ok(())
+}
