@@ -26,6 +26,9 @@ use vgi_storage_core::{
 };
 use vgi_storage_sqlite::SqliteStorage;
 
+/// The tables of a file written by the reference implementation.
+const REFERENCE_SCHEMA: &str = include_str!("../tests/reference_schema.sql");
+
 const N: usize = 10_000;
 const VALUE: usize = 1024;
 const PAGE: usize = 100;
@@ -377,24 +380,7 @@ impl Baseline {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS function_state (
-                 scope BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
-                 PRIMARY KEY (scope, key)
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS function_log (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 scope BLOB NOT NULL, ns BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS function_log_key ON function_log (scope, ns, key, id);
-             CREATE TABLE IF NOT EXISTS work_queue (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT, scope BLOB NOT NULL, value BLOB NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS work_queue_scope ON work_queue (scope, id);
-             CREATE TABLE IF NOT EXISTS scope_touch (
-                 scope BLOB PRIMARY KEY, touched_at INTEGER NOT NULL
-             ) WITHOUT ROWID;",
-        )?;
+        conn.execute_batch(REFERENCE_SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

@@ -9,6 +9,9 @@ use rusqlite::Connection;
 use vgi_storage_core::{ErrorKind, FunctionStorage, FunctionStorageExt, ManualClock, Result};
 use vgi_storage_sqlite::SqliteStorage;
 
+/// The tables of a file written by the reference implementation.
+const REFERENCE_SCHEMA: &str = include_str!("reference_schema.sql");
+
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 #[test]
@@ -150,25 +153,10 @@ fn compare_and_swap_from_absent_to_absent_stamps_the_scope() -> TestResult {
 /// sequence past the highest log id still stored (the top entries were cleared).
 fn write_reference_file(path: &std::path::Path) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL;")?;
+    conn.execute_batch(REFERENCE_SCHEMA)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE IF NOT EXISTS function_state (
-             scope BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
-             PRIMARY KEY (scope, key)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS function_log (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
-             scope BLOB NOT NULL, ns BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS function_log_key ON function_log (scope, ns, key, id);
-         CREATE TABLE IF NOT EXISTS work_queue (
-             id INTEGER PRIMARY KEY AUTOINCREMENT, scope BLOB NOT NULL, value BLOB NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS work_queue_scope ON work_queue (scope, id);
-         CREATE TABLE IF NOT EXISTS scope_touch (
-             scope BLOB PRIMARY KEY, touched_at INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         INSERT INTO function_state VALUES (x'00ff', x'6b', x'0102'), (x'', x'', x'');
+        "INSERT INTO function_state VALUES (x'00ff', x'6b', x'0102'), (x'', x'', x'');
          INSERT INTO function_log (id, scope, ns, key, value) VALUES
              (3, x'00ff', x'6e73', x'6c', x'61'), (7, x'00ff', x'6e73', x'6c', x'62'),
              (9, x'00ff', x'6e73', x'6c', x'63');
