@@ -26,6 +26,11 @@ pub struct Capabilities {
     /// The largest value, in bytes, that `kv_put`, `append` and `queue_push` accept.
     /// A larger value is refused with [`crate::ErrorKind::TooLarge`] and nothing is written.
     pub max_value_len: usize,
+    /// The longest scope, namespace or key, in bytes, that every method accepts.
+    /// A longer name is refused with [`crate::ErrorKind::InvalidInput`]
+    /// ([`crate::StorageError::NameTooLong`]) before anything is written.
+    /// `usize::MAX` (the default) means no limit: names of a mebibyte and more work.
+    pub max_key_len: usize,
 }
 
 impl Capabilities {
@@ -37,6 +42,7 @@ impl Capabilities {
             shared_across_processes: false,
             shared_across_hosts: false,
             max_value_len: usize::MAX,
+            max_key_len: usize::MAX,
         }
     }
 
@@ -68,6 +74,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_max_value_len(mut self, max: usize) -> Self {
         self.max_value_len = max;
+        self
+    }
+
+    /// Set [`Capabilities::max_key_len`].
+    #[must_use]
+    pub const fn with_max_key_len(mut self, max: usize) -> Self {
+        self.max_key_len = max;
         self
     }
 }

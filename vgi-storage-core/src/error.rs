@@ -33,8 +33,22 @@ pub enum ErrorKind {
     IncompatibleVersion,
     /// The store or its directory cannot be written.
     ReadOnly,
-    /// The disk or the server ran out of space.
+    /// The disk, a quota or a file-size limit left no room for the write.
     StorageFull,
+    /// The device reported an I/O error (EIO) while reading, writing or syncing.
+    /// Not retryable: check the disk and the system log.
+    Io,
+    /// The request was sent but its outcome cannot be known (the connection was
+    /// lost before the reply arrived): the call may or may not have taken effect.
+    ///
+    /// Not plainly retryable. Repeating is safe for the calls whose effect does
+    /// not depend on how often they run: `kv_get`, `scan`, `kv_put`,
+    /// `kv_put_batch`, `kv_del`, `clear` and `gc`. Repeating `append`,
+    /// `append_batch` or `queue_push` may write twice; a lost `queue_pop` may
+    /// have removed an item nobody received; a repeated `kv_compare_and_swap` may
+    /// answer `false` for a swap that the first attempt made: read the state
+    /// before deciding.
+    OutcomeUnknown,
     /// The file or directory does not exist or cannot be opened.
     NotFound,
     /// Permission to the file, directory or database was denied.
@@ -54,6 +68,8 @@ impl ErrorKind {
     ///
     /// `Busy`, `Unavailable` and `Conflict` are transient; every other kind is
     /// permanent until something outside the call changes.
+    /// [`ErrorKind::OutcomeUnknown`] is not retryable as such: see its docs for
+    /// which calls are safe to repeat.
     #[must_use]
     pub const fn is_retryable(self) -> bool {
         matches!(self, Self::Busy | Self::Unavailable | Self::Conflict)
@@ -112,6 +128,38 @@ pub enum StorageError {
         /// The largest value the store accepts.
         max: usize,
     },
+    /// A scope, namespace or key is longer than the store accepts; nothing was written.
+    #[error(
+        "{what} of {len} bytes is longer than store {store} accepts ({max} bytes); \
+         use a shorter name, e.g. a digest of it"
+    )]
+    NameTooLong {
+        /// The store that refused the name.
+        store: String,
+        /// Which name: `scope`, `namespace` or `key`.
+        what: &'static str,
+        /// The length of the name that was refused.
+        len: usize,
+        /// The longest name the store accepts (see [`crate::Capabilities::max_key_len`]).
+        max: usize,
+    },
+    /// A [`gc`](crate::FunctionStorage::gc) pass stopped partway.
+    ///
+    /// `gc` removes stale scopes in steps, each scope wholly or not at all. When
+    /// a step fails, the scopes removed by the earlier steps stay removed (they
+    /// were stale) and are listed in `removed`; `source` says why the pass
+    /// stopped, and [`StorageError::kind`] is its kind. Running `gc` again
+    /// finishes the work.
+    #[error("gc on store {store} stopped after removing {} stale scopes", removed.len())]
+    GcInterrupted {
+        /// The store that was swept.
+        store: String,
+        /// The scopes removed before the pass stopped.
+        removed: Vec<Vec<u8>>,
+        /// Why the pass stopped.
+        #[source]
+        source: Box<StorageError>,
+    },
     /// A configuration option or URL is not valid.
     #[error("invalid configuration for {store}: {hint}")]
     Config {
@@ -140,7 +188,8 @@ impl StorageError {
         match self {
             Self::Open { kind, .. } | Self::Operation { kind, .. } => *kind,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
-            Self::Config { .. } => ErrorKind::InvalidInput,
+            Self::NameTooLong { .. } | Self::Config { .. } => ErrorKind::InvalidInput,
+            Self::GcInterrupted { source, .. } => source.kind(),
             Self::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
@@ -197,7 +246,12 @@ pub fn default_hint(kind: ErrorKind) -> &'static str {
         ErrorKind::Corrupt => "the data is damaged or not this backend's; restore or remove it",
         ErrorKind::IncompatibleVersion => "the store was written by a newer version; upgrade",
         ErrorKind::ReadOnly => "the store cannot be written; check file and directory permissions",
-        ErrorKind::StorageFull => "the disk is full; free space and retry",
+        ErrorKind::StorageFull => "the disk or a size limit is full; free space and retry",
+        ErrorKind::Io => "the device reported an I/O error; check the disk and the system log",
+        ErrorKind::OutcomeUnknown => {
+            "the connection was lost after the request was sent, so the call may or may not \
+             have taken effect; read the state before repeating a call that is not idempotent"
+        }
         ErrorKind::NotFound => "the path does not exist; create its directory first",
         ErrorKind::PermissionDenied => "permission denied; check ownership and permissions",
         ErrorKind::TooLarge => "the value is too large for this store; split it",
@@ -222,6 +276,8 @@ mod tests {
             ErrorKind::ReadOnly,
             ErrorKind::TooLarge,
             ErrorKind::AlreadyOpen,
+            ErrorKind::Io,
+            ErrorKind::OutcomeUnknown,
         ] {
             assert!(!kind.is_retryable(), "{kind:?}");
         }

@@ -17,5 +17,6 @@ pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, gc_cutoff_millis, system_clock};
 pub use error::{BoxError, ErrorKind, Result, StorageError, default_hint};
 pub use storage::{
-    FunctionStorage, FunctionStorageExt, GcReport, LogEntry, SharedStorage, check_value_len,
+    FunctionStorage, FunctionStorageExt, GcReport, LogEntry, SharedStorage, check_name_len,
+    check_value_len,
 };

@@ -39,10 +39,13 @@ pub type SharedStorage = Arc<dyn FunctionStorage>;
 /// included. Every method takes `&self`, is safe to call from many threads at
 /// once, and returns `Err` rather than panicking on any backend fault (lock
 /// contention, full disk, a corrupt or foreign file, a lost connection). A
-/// call that returns `Err` has not half-happened: it either took full effect
-/// or none (the default bodies of the batch forms excepted, as their docs
-/// say), and the error's [`kind`](StorageError::kind) says whether a retry
-/// may help.
+/// call that returns `Err` has not half-happened: it took no effect (the
+/// default bodies of the batch forms and a [`gc`](Self::gc) pass excepted, as
+/// their docs say), and the error's [`kind`](StorageError::kind) says whether
+/// a retry may help. The one exception is
+/// [`ErrorKind::OutcomeUnknown`](crate::ErrorKind::OutcomeUnknown): the request
+/// was sent and the reply lost, so the call took full effect or none and the
+/// store cannot tell which.
 ///
 /// A "write" to a scope is a `kv_put`, a successful `kv_compare_and_swap`, an
 /// `append`, or a non-empty `queue_push` (and their batch forms). Each write
@@ -196,7 +199,14 @@ pub trait FunctionStorage: Send + Sync {
     /// - a scope written within `ttl` is never removed, even when the write races
     ///   the sweep
     /// - a `ttl` reaching before the clock's range (e.g. `Duration::MAX`) removes nothing
-    /// - reports the scopes it removed
+    /// - reports the scopes it removed, each once
+    /// - unlike the other calls, a pass is not one atomic step: a backend may
+    ///   remove stale scopes in several steps (each scope wholly or not at all),
+    ///   so that no lock is held for long. When a step fails, the call returns
+    ///   [`StorageError::GcInterrupted`], which lists the scopes already removed
+    ///   (they were stale, so removing them was right) and keeps the cause as its
+    ///   source; every scope not listed there is untouched. Running `gc` again
+    ///   finishes the work.
     fn gc(&self, ttl: Duration) -> Result<GcReport>;
 }
 
@@ -342,6 +352,22 @@ pub trait FunctionStorageExt: FunctionStorage {
 }
 
 impl<T: FunctionStorage + ?Sized> FunctionStorageExt for T {}
+
+/// Refuse a name (`what`: `scope`, `namespace` or `key`) longer than `max` with
+/// [`StorageError::NameTooLong`].
+///
+/// Backends with a [`Capabilities::max_key_len`] call this before writing.
+pub fn check_name_len(store: &str, max: usize, what: &'static str, len: usize) -> Result<()> {
+    if len > max {
+        return Err(StorageError::NameTooLong {
+            store: store.to_owned(),
+            what,
+            len,
+            max,
+        });
+    }
+    Ok(())
+}
 
 /// Refuse a value longer than `max` with [`StorageError::TooLarge`].
 ///
