@@ -48,10 +48,10 @@ CREATE TABLE vgi_scope (
 ) WITHOUT ROWID;
 ";
 
-/// Copy a reference-written file's contents into the version 1 tables, then
-/// drop the reference tables. Log ids are kept (callers may hold them as scan
-/// cursors) and the log's id sequence continues past the reference's highest
-/// id ever handed out, deleted rows included.
+/// Copy a reference-written file's contents into the (new, empty) version 1
+/// tables. Log ids are kept (callers may hold them as scan cursors) and the
+/// log's id sequence continues past the reference's highest id ever handed
+/// out, deleted rows included.
 const MIGRATE_REFERENCE: &str = "
 INSERT INTO vgi_kv (scope, key, value) SELECT scope, key, value FROM function_state;
 INSERT INTO vgi_log (id, scope, ns, key, value)
@@ -61,18 +61,70 @@ INSERT INTO vgi_log (id, scope, ns, key, value)
     WHERE name = 'function_log' AND seq > coalesce((SELECT max(id) FROM vgi_log), 0);
 INSERT INTO vgi_queue (id, scope, value) SELECT id, scope, value FROM work_queue ORDER BY id;
 INSERT INTO vgi_scope (scope, touched_at) SELECT scope, touched_at * 1000 FROM scope_touch;
+";
+
+/// Merge reference tables that reappeared in a version 1 file (a reference
+/// worker started on it after the upgrade and re-created them) into ours.
+///
+/// - kv: a key both wrote keeps the value of the scope stamped later (the
+///   reference stamps whole seconds, so a tie goes to the reference: its
+///   tables were created after ours);
+/// - log: entries get new ids above every id this store handed out, in the
+///   reference's order, since the re-created table counted from 1 again;
+/// - queue: items go behind ours, in the reference's order;
+/// - stamps: the later of the two.
+const MERGE_REAPPEARED: &str = "
+INSERT INTO vgi_kv (scope, key, value) SELECT scope, key, value FROM function_state WHERE true
+    ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value
+    WHERE coalesce((SELECT touched_at * 1000 FROM scope_touch WHERE scope = excluded.scope), 0)
+        >= coalesce((SELECT touched_at FROM vgi_scope WHERE scope = excluded.scope), 0);
+INSERT INTO vgi_queue (scope, value) SELECT scope, value FROM work_queue ORDER BY id;
+INSERT INTO vgi_scope (scope, touched_at) SELECT scope, touched_at * 1000 FROM scope_touch WHERE true
+    ON CONFLICT (scope) DO UPDATE SET touched_at = max(touched_at, excluded.touched_at);
+";
+
+/// The log part of [`MERGE_REAPPEARED`]; `?1` is the largest id in `vgi_log`.
+const MERGE_REAPPEARED_LOG: &str = "
+INSERT INTO vgi_log (id, scope, ns, key, value)
+    SELECT ?1 + row_number() OVER (ORDER BY id), scope, ns, key, value
+    FROM function_log ORDER BY id";
+
+const DROP_REFERENCE: &str = "
 DROP TABLE function_state;
 DROP TABLE function_log;
 DROP TABLE work_queue;
 DROP TABLE scope_touch;
 ";
 
-const REFERENCE_TABLES: [&str; 4] = [
+/// The tables a file of the reference implementation has, all of them.
+pub(crate) const REFERENCE_TABLES: [&str; 4] = [
     "function_state",
     "function_log",
     "work_queue",
     "scope_touch",
 ];
+
+/// What opening a file must do to its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Version [`VERSION`] and no reference table: nothing.
+    Current,
+    /// Written by a newer version of this backend, the one given.
+    Newer(i64),
+    /// Version 0 without reference tables (a new file): create ours.
+    Create,
+    /// All four reference tables: move their rows into ours and drop them.
+    /// Only with no other connection on the file, as a worker of the
+    /// reference implementation may still be using them. `reappeared`: the
+    /// file is ours already, and a reference worker re-created them since.
+    Migrate {
+        /// The file was at version [`VERSION`] already.
+        reappeared: bool,
+    },
+    /// Some but not all of the reference tables: neither a reference file
+    /// nor ours. The tables present are listed.
+    Partial(Vec<&'static str>),
+}
 
 /// The schema version stored in the file.
 pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -89,22 +141,57 @@ fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     .map(|found| found.is_some())
 }
 
-/// Bring a file at version `< VERSION` up to `VERSION`, inside the caller's
-/// IMMEDIATE transaction (so two processes opening one file at once migrate it
-/// once). Returns the version found.
-pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<i64> {
+/// Look at the file and say what opening it must do.
+pub(crate) fn plan(conn: &Connection) -> rusqlite::Result<Plan> {
     let found = version(conn)?;
-    if found == 0 {
-        conn.execute_batch(CREATE_V1)?;
-        let mut reference = true;
-        for table in REFERENCE_TABLES {
-            reference &= has_table(conn, table)?;
-        }
-        if reference {
-            conn.execute_batch(MIGRATE_REFERENCE)?;
-        }
-        conn.pragma_update(None, "user_version", VERSION)?;
+    if found > VERSION {
+        return Ok(Plan::Newer(found));
     }
-    // Later versions add steps here: `if found <= 1 { ... }`.
-    Ok(found)
+    let mut present = Vec::new();
+    for table in REFERENCE_TABLES {
+        if has_table(conn, table)? {
+            present.push(table);
+        }
+    }
+    Ok(match (present.len(), found) {
+        (0, VERSION) => Plan::Current,
+        (0, _) => Plan::Create,
+        (n, _) if n == REFERENCE_TABLES.len() => Plan::Migrate {
+            reappeared: found == VERSION,
+        },
+        _ => Plan::Partial(present),
+    })
+}
+
+/// Bring the file to [`VERSION`] inside the caller's IMMEDIATE transaction (so
+/// two processes opening one file at once do it once), and return the plan
+/// found there.
+///
+/// A [`Plan::Migrate`] is carried out only when `alone` (the caller holds the
+/// file exclusively, so no older worker can be using the reference tables);
+/// otherwise it is returned undone, for the caller to retry alone.
+pub(crate) fn apply(conn: &Connection, alone: bool) -> rusqlite::Result<Plan> {
+    let plan = plan(conn)?;
+    match plan {
+        Plan::Create => {
+            conn.execute_batch(CREATE_V1)?;
+            conn.pragma_update(None, "user_version", VERSION)?;
+        }
+        Plan::Migrate { reappeared } if alone => {
+            if reappeared {
+                let top: i64 =
+                    conn.query_row("SELECT coalesce(max(id), 0) FROM vgi_log", [], |r| r.get(0))?;
+                conn.execute(MERGE_REAPPEARED_LOG, [top])?;
+                conn.execute_batch(MERGE_REAPPEARED)?;
+            } else {
+                conn.execute_batch(CREATE_V1)?;
+                conn.execute_batch(MIGRATE_REFERENCE)?;
+            }
+            conn.execute_batch(DROP_REFERENCE)?;
+            conn.pragma_update(None, "user_version", VERSION)?;
+        }
+        // Later versions add steps here.
+        _ => {}
+    }
+    Ok(plan)
 }

@@ -23,12 +23,13 @@
 //! must never open the database, its `-wal` or its `-shm`.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use vgi_storage_core::dirs;
 
 /// How long a writer that is waited for steps aside after its commit: longer
 /// than a waiting writer's poll interval (see the busy handler).
@@ -61,15 +62,11 @@ pub(crate) struct Turn {
 }
 
 impl Turn {
-    /// Open (or create, mode 0600) the side file of the database at `db`.
+    /// Open (or create, mode 0600) the side file of the database at `db`,
+    /// never through a symbolic link, and only if it is this user's alone
+    /// ([`dirs::open_private_file`]).
     pub(crate) fn open(db: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(side_file(db))?;
+        let file = dirs::open_private_file(&side_file(db))?;
         Ok(Self {
             file,
             waited: AtomicBool::new(false),

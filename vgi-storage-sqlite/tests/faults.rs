@@ -38,6 +38,8 @@ fn a_file_that_is_not_a_database_is_corrupt_and_left_untouched() -> TestResult {
     let path = dir.path().join("state.db");
     let text = b"these are somebody's notes, not a database\n".repeat(200);
     std::fs::write(&path, &text)?;
+    // Owner-only, so it is refused for its contents, not for its mode.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let err = SqliteStorage::open(&path)
         .err()
         .ok_or("opened a text file")?;

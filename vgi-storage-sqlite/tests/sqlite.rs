@@ -1,5 +1,6 @@
-//! Behaviour specific to the SQLite backend: files, schema, migration from the
-//! reference implementation, and the ids and stamps the contract asks for.
+//! Behaviour specific to the SQLite backend: files, schema versions, and the
+//! ids and stamps the contract asks for. Migration from the reference
+//! implementation is in tests/upgrade.rs.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -8,9 +9,6 @@ use std::time::Duration;
 use rusqlite::Connection;
 use vgi_storage_core::{ErrorKind, FunctionStorage, FunctionStorageExt, ManualClock, Result};
 use vgi_storage_sqlite::SqliteStorage;
-
-/// The tables of a file written by the reference implementation.
-const REFERENCE_SCHEMA: &str = include_str!("reference_schema.sql");
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -145,65 +143,6 @@ fn compare_and_swap_from_absent_to_absent_stamps_the_scope() -> TestResult {
     // `s` was stamped by the None -> None swap at t=10 s, so a 5 s ttl keeps it.
     assert!(store.gc(Duration::from_secs(5))?.scopes.is_empty());
     assert_eq!(store.kv_get(b"s", b"k")?, None);
-    Ok(())
-}
-
-/// A file as the reference implementation (vgi 0.5.0) leaves it: its four
-/// tables, WITHOUT ROWID kv, `touched_at` in seconds, and an AUTOINCREMENT
-/// sequence past the highest log id still stored (the top entries were cleared).
-fn write_reference_file(path: &std::path::Path) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL;")?;
-    conn.execute_batch(REFERENCE_SCHEMA)?;
-    conn.execute_batch(
-        "INSERT INTO function_state VALUES (x'00ff', x'6b', x'0102'), (x'', x'', x'');
-         INSERT INTO function_log (id, scope, ns, key, value) VALUES
-             (3, x'00ff', x'6e73', x'6c', x'61'), (7, x'00ff', x'6e73', x'6c', x'62'),
-             (9, x'00ff', x'6e73', x'6c', x'63');
-         DELETE FROM function_log WHERE id = 9;
-         INSERT INTO work_queue (scope, value) VALUES (x'00ff', x'71'), (x'00ff', x'72');
-         INSERT INTO scope_touch VALUES (x'00ff', 2000), (x'', 1000);",
-    )
-}
-
-#[test]
-fn a_reference_file_opens_with_all_its_contents() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("state.db");
-    write_reference_file(&path)?;
-    // Clock at 2500 s: scope x'' (touched at 1000 s) is stale for a 1000 s ttl,
-    // scope 00ff (2000 s) is not -- only if seconds became milliseconds.
-    let clock = ManualClock::new(2_500_000);
-    let store = SqliteStorage::builder(&path)
-        .clock(Arc::new(clock))
-        .open()?;
-    assert_eq!(store.kv_get(b"\x00\xff", b"k")?, Some(vec![1, 2]));
-    assert_eq!(store.kv_get(b"", b"")?, Some(Vec::new()));
-    let log = store.scan(b"\x00\xff", b"ns", b"l", -1, 10)?;
-    let log: Vec<(i64, Vec<u8>)> = log.into_iter().map(|e| (e.id, e.value)).collect();
-    assert_eq!(log, vec![(3, b"a".to_vec()), (7, b"b".to_vec())]);
-    let next = store.append(b"\x00\xff", b"ns", b"l", b"d")?;
-    assert!(
-        next > 9,
-        "new id {next} reuses one the reference handed out"
-    );
-    assert_eq!(
-        store.queue_drain(b"\x00\xff")?,
-        vec![b"q".to_vec(), b"r".to_vec()]
-    );
-    let gone = store.gc(Duration::from_secs(1000))?.scopes;
-    assert_eq!(gone, vec![Vec::<u8>::new()]);
-    assert_eq!(store.kv_get(b"", b"")?, None);
-    drop(store);
-    // The migration ran once: the reference tables are gone, ours carry version 1.
-    let conn = Connection::open(&path)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let left: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('function_state','function_log','work_queue','scope_touch')",
-        [],
-        |r| r.get(0),
-    )?;
-    assert_eq!((version, left), (1, 0));
     Ok(())
 }
 
