@@ -136,9 +136,7 @@ impl NotPrivate {
                  or pick a path in a directory only this user can write"
             )
         } else if self.not_regular {
-            format!(
-                "the path is not a regular file ({found}); give the path of a database file"
-            )
+            format!("the path is not a regular file ({found}); give the path of a database file")
         } else {
             format!(
                 "the file is {found}, but a store's files must be owned by this user and \
@@ -173,7 +171,10 @@ impl NotPrivate {
             mode: meta.mode() & 0o7777,
             uid,
         };
-        if refused.symlink || refused.not_regular || refused.owner != uid || refused.mode & 0o077 != 0
+        if refused.symlink
+            || refused.not_regular
+            || refused.owner != uid
+            || refused.mode & 0o077 != 0
         {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, refused));
         }
@@ -293,7 +294,10 @@ mod tests {
         let err = found.to_storage_error("sqlite:x");
         assert_eq!(err.kind(), crate::ErrorKind::PermissionDenied);
         let msg = err.to_string();
-        assert!(msg.contains("state.db") && msg.contains("644") && msg.contains("uid"), "{msg}");
+        assert!(
+            msg.contains("state.db") && msg.contains("644") && msg.contains("uid"),
+            "{msg}"
+        );
         Ok(())
     }
 
