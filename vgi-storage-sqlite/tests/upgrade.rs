@@ -2,7 +2,9 @@
 //! all its contents, never while an older worker may still be using its
 //! tables, and tables an older worker re-creates later are found and merged.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,5 +259,75 @@ fn stores_opening_a_reference_file_at_once_all_open_and_migrate_it_once() -> Tes
     );
     assert_eq!(stores[3].queue_pop(b"\x00\xff")?, None);
     assert_eq!(reference_tables(&path)?, 0);
+    Ok(())
+}
+
+/// Where the child acting as a reference worker finds its file.
+const WORKER_ENV: &str = "VGI_SQLITE_REFERENCE_WORKER";
+
+/// Run by `an_older_worker_in_another_process_keeps_its_writes_through_the_upgrade`
+/// in a child process: a reference worker that writes, says `ready`, writes
+/// again when told (after the new version was refused), and exits.
+#[test]
+#[ignore = "run as a child process by an_older_worker_in_another_process_keeps_its_writes_through_the_upgrade"]
+fn reference_worker_child() -> TestResult {
+    let Some(path) = std::env::var_os(WORKER_ENV) else {
+        return Ok(());
+    };
+    let worker = reference_worker(Path::new(&path))?;
+    worker.execute(
+        "INSERT INTO work_queue (scope, value) VALUES (x'77', x'31')",
+        [],
+    )?;
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    worker.execute(
+        "INSERT INTO work_queue (scope, value) VALUES (x'77', x'32')",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Regression, across processes as a rolling upgrade runs: a worker of the new
+/// version started while a reference worker in another process had the file
+/// open migrated it and dropped the tables under that worker, whose next
+/// writes were lost. Now the new worker is refused, and once the older one
+/// has stopped, everything it wrote, before and after the refusal, is there.
+#[test]
+fn an_older_worker_in_another_process_keeps_its_writes_through_the_upgrade() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    write_reference_file(&path)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "reference_worker_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(WORKER_ENV, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no child stdout")?;
+    let mut lines = BufReader::new(stdout)
+        .lines()
+        .map_while(std::result::Result::ok);
+    let ready = lines.any(|line| line == "ready");
+    assert!(ready, "the child worker did not start");
+    let refused = open_quickly(&path).err().map(|e| e.kind());
+    let mut stdin = child.stdin.take().ok_or("no child stdin")?;
+    writeln!(stdin)?;
+    drop(stdin);
+    lines.for_each(drop);
+    let status = child.wait()?;
+    assert_eq!(refused, Some(ErrorKind::AlreadyOpen));
+    assert!(
+        status.success(),
+        "the older worker failed a write: {status}"
+    );
+    let store = SqliteStorage::open(&path)?;
+    assert_eq!(store.queue_drain(b"w")?, vec![b"1".to_vec(), b"2".to_vec()]);
     Ok(())
 }
