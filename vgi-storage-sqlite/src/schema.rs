@@ -14,6 +14,12 @@
 //!   This costs nothing per append, where `AUTOINCREMENT` rewrites the
 //!   `sqlite_sequence` page in every transaction;
 //! - `vgi_scope.touched_at` is in milliseconds of the store's clock.
+//!
+//! The reference tables are moved into ours only by a connection that holds
+//! the file alone (the caller's job; see `migrate_alone` in storage.rs), since
+//! a worker of the reference implementation may still be writing them. They
+//! can reappear in a version 1 file, when such a worker starts on it again:
+//! every open looks for them ([`plan`]).
 
 use rusqlite::{Connection, OptionalExtension};
 
