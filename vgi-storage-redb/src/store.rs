@@ -106,6 +106,9 @@ impl RedbBuilder {
     /// - another handle holding the file gives [`ErrorKind::AlreadyOpen`]
     /// - a file that is not a redb database, or is truncated, gives [`ErrorKind::Corrupt`]
     /// - a file of a newer schema gives [`ErrorKind::IncompatibleVersion`]
+    /// - an existing file owned by another user, or readable or writable by group
+    ///   or others, gives [`ErrorKind::PermissionDenied`], naming its owner, its
+    ///   mode and the fix, and is left alone
     /// - a path that cannot be created gives the I/O error's kind (`NotFound`,
     ///   `PermissionDenied`, `ReadOnly`, `InvalidInput` ...)
     pub fn open(self) -> Result<RedbStorage> {
@@ -137,6 +140,23 @@ impl RedbBuilder {
         }
         dirs::ensure_private_file(&path)
             .map_err(|e| open_io_error(&name, &path, "cannot create the store's file", e))?;
+        // An existing file must be this user's alone: in a shared directory
+        // another user could have made it, to read what we write.
+        if let Err(e) = dirs::check_private_file(&path) {
+            match dirs::NotPrivate::find(&e) {
+                // Not a regular file (a directory ...): redb says what it is.
+                Some(refused) if refused.not_regular => {}
+                Some(refused) => return Err(refused.to_storage_error(&name)),
+                None => {
+                    return Err(open_io_error(
+                        &name,
+                        &path,
+                        "cannot check the owner and mode of the store's file",
+                        e,
+                    ));
+                }
+            }
+        }
 
         let mut builder = redb::Builder::new();
         builder.set_concurrency_mode(if self.multi_process {

@@ -17,6 +17,8 @@ fn a_file_that_is_not_a_redb_database_is_corrupt() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("text.redb");
     fs::write(&path, "this is a text file, not a database\n".repeat(500))?;
+    // Owner-only, so it is refused for its contents, not for its mode.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     let err = open_err(&path)?;
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
