@@ -41,65 +41,51 @@ pub(crate) use bail;
 /// The directory holding the stores; a fresh temp dir when unset.
 const DIR_VAR: &str = "VGI_BENCH_DIR";
 
-const USAGE: &str = "\
-usage: vgi-storage-bench [--quick] [--runs N] [--only NAME,...] [--json PATH] [--svg PATH]
+/// Where the results go without `--out`: `bench-results` in cargo's target
+/// directory, so a run never rewrites the committed figures by accident.
+const DEFAULT_OUT: &str = "bench-results";
 
-Runs every workload against every compiled-in backend and its raw-engine ceiling,
-prints a table, and writes every figure to a JSON file and a chart to an SVG file.
+/// What `--help` says after the options.
+const AFTER_HELP: &str = "\
+Environment:
+  VGI_BENCH_DIR  where the stores are created: a fresh temp dir inside it, removed at the
+                 end (default: the system temp dir). tmpfs and a disk differ by orders of
+                 magnitude for the durable backends
 
-  --quick         tiny sizes (about 1/100), a smoke run of every code path
-  --runs N        runs per workload and target (default 3, --quick 2); the table shows medians
-  --only NAMES    only these targets (memory, sqlite, redb, raw-map, raw-sqlite, raw-redb)
-  --json PATH     default bench/results/latest.json (--quick: latest-quick.json)
-  --svg PATH      default bench/results/latest.svg (--quick: latest-quick.svg)
+Results go to target/bench-results/ by default. The committed figures in bench/results/
+are a deliberate copy: to update them, run the full comparison with --out bench/results.";
 
-environment:
-  VGI_BENCH_DIR   where the stores are created (default: a fresh temp dir); tmpfs and disk differ
-";
-
+/// Runs every workload against every compiled-in backend and its raw-engine
+/// ceiling, prints a table with a column per backend, and writes every figure
+/// to a JSON file and a chart to an SVG file.
+#[derive(Debug, clap::Parser)]
+#[command(name = "vgi-storage-bench", version, after_help = AFTER_HELP)]
 struct Args {
+    /// Tiny sizes (about 1/100): a smoke run of every code path, in seconds.
+    /// Writes latest-quick.json and latest-quick.svg, so it never replaces the
+    /// figures of a full run
+    #[arg(long)]
     quick: bool,
-    runs: Option<usize>,
+    /// Runs of every workload per target; the table shows medians
+    /// [default: 3; with --quick 2, and 1 for the columns that fsync every commit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    runs: Option<u32>,
+    /// Only these targets, comma-separated: memory, sqlite, redb, postgres,
+    /// raw-map, raw-sqlite, raw-redb; or broken-queue, a store that hands an
+    /// item out twice, to see a run fail its checks
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// The directory for latest.json and latest.svg (latest-quick.* with
+    /// --quick), created if missing [default: target/bench-results]. Give
+    /// bench/results to update the committed figures
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write the figures to this file instead of DIR/latest.json
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Write the chart to this file instead of DIR/latest.svg
+    #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
-}
-
-fn parse_args(args: &[String]) -> BenchResult<Option<Args>> {
-    let mut a = Args {
-        quick: false,
-        runs: None,
-        only: None,
-        json: None,
-        svg: None,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--quick" => a.quick = true,
-            "--runs" => {
-                a.runs = Some(
-                    value("--runs")?
-                        .parse()
-                        .map_err(|e| format!("--runs: {e}"))?,
-                );
-            }
-            "--only" => a.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
-            "--json" => a.json = Some(value("--json")?.into()),
-            "--svg" => a.svg = Some(value("--svg")?.into()),
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(a))
 }
 
 fn main() -> ExitCode {
@@ -107,7 +93,7 @@ fn main() -> ExitCode {
     let outcome = if args.first().map(String::as_str) == Some(child::SUBCOMMAND) {
         child::run(&args[1..])
     } else {
-        parse_args(&args).and_then(|a| a.map_or(Ok(()), run))
+        run(<Args as clap::Parser>::parse())
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,8 +110,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn results_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("results")
+/// `bench-results` in cargo's target directory: the ancestor of this
+/// executable that holds cargo's `CACHEDIR.TAG`, or the workspace's `target`.
+fn default_out() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let target = exe
+        .as_deref()
+        .and_then(|exe| exe.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()))
+        .map(Path::to_path_buf);
+    target
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join(DEFAULT_OUT)
 }
 
 fn run(args: Args) -> BenchResult<()> {
@@ -204,12 +199,13 @@ fn run(args: Args) -> BenchResult<()> {
         println!("skipped: {s}");
     }
     let suffix = if args.quick { "latest-quick" } else { "latest" };
+    let out = args.out.clone().unwrap_or_else(default_out);
     let json_path = args
         .json
-        .unwrap_or_else(|| results_dir().join(format!("{suffix}.json")));
+        .unwrap_or_else(|| out.join(format!("{suffix}.json")));
     let svg_path = args
         .svg
-        .unwrap_or_else(|| results_dir().join(format!("{suffix}.svg")));
+        .unwrap_or_else(|| out.join(format!("{suffix}.svg")));
     let mut json = serde_json::to_value(&results)?;
     if let Some(obj) = json.as_object_mut() {
         obj.insert(
@@ -362,7 +358,7 @@ fn print_header(
 fn sizes_for_kind(args: &Args, fsync_per_commit: bool) -> Sizes {
     let mut s = Sizes::for_target(args.quick, fsync_per_commit);
     if let Some(runs) = args.runs {
-        s.runs = runs.max(1);
+        s.runs = runs as usize;
     }
     s
 }

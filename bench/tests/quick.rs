@@ -112,6 +112,54 @@ fn unknown_arguments_are_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let out = bench(dir.path(), &["--frobnicate"])?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument `--frobnicate`"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unexpected argument '--frobnicate'"),
+        "{stderr}"
+    );
+    let out = bench(dir.path(), &["--runs", "0"])?;
+    assert!(!out.status.success(), "accepted zero runs");
+    Ok(())
+}
+
+/// Regression: the help text missed options (`--only broken-queue`, where the
+/// results go), and every run rewrote the committed figures in bench/results.
+#[test]
+fn help_lists_every_option_and_results_default_to_the_target_dir() -> TestResult {
+    let out = Command::new(env!("CARGO_BIN_EXE_vgi-storage-bench"))
+        .arg("--help")
+        .output()?;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--quick",
+        "--runs",
+        "--only",
+        "broken-queue",
+        "--out",
+        "--json",
+        "--svg",
+        "VGI_BENCH_DIR",
+        "target/bench-results",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+    Ok(())
+}
+
+/// `--out DIR` puts both files in DIR, under the names a run gives them.
+#[test]
+fn out_puts_the_figures_and_the_chart_in_one_directory() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_vgi-storage-bench"))
+        .args(["--quick", "--runs", "1", "--only", "memory", "--out"])
+        .arg(dir.path().join("figures"))
+        .env("VGI_BENCH_DIR", dir.path().join("stores"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for file in ["latest-quick.json", "latest-quick.svg"] {
+        assert!(dir.path().join("figures").join(file).is_file(), "no {file}");
+    }
     Ok(())
 }
