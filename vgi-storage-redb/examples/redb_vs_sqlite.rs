@@ -2,7 +2,7 @@
 //! SQLite backend, single- and multi-threaded, in one run.
 //!
 //! ```text
-//! cargo run --release -p vgi-storage-redb --example compare
+//! cargo run --release -p vgi-storage-redb --example redb_vs_sqlite
 //! ```
 //!
 //! Files go to a temp dir under `VGI_BENCH_DIR` (default: the system temp dir).

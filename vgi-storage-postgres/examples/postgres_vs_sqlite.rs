@@ -2,7 +2,7 @@
 //! kv get, append, scan (pages of 100) and queue pop with 1 and 4 poppers.
 //!
 //! ```text
-//! cargo run --release -p vgi-storage-postgres --features testing --example compare
+//! cargo run --release -p vgi-storage-postgres --features testing --example postgres_vs_sqlite
 //! ```
 //!
 //! Starts its own PostgreSQL (with fsync on) from the installed binaries, or
