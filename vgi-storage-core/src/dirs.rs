@@ -131,9 +131,10 @@ impl NotPrivate {
         );
         if self.symlink {
             format!(
-                "the file is a symbolic link ({found}), and a store's side files are never \
-                 opened through one, as another user could point it anywhere; remove the link \
-                 or pick a path in a directory only this user can write"
+                "the path is a symbolic link ({found}); a store never opens its side files \
+                 through a link, nor its database through a link another user made, since a \
+                 link can point anywhere; remove the link or pick a path in a directory only \
+                 this user can write"
             )
         } else if self.not_regular {
             format!("the path is not a regular file ({found}); give the path of a database file")
@@ -192,15 +193,21 @@ impl std::error::Error for NotPrivate {}
 
 /// Check that the existing file at `path` is private to this user: a regular
 /// file owned by this process's uid, with no permission bit for group or
-/// others. Symbolic links are followed (the check is on the file they lead to).
+/// others. A symbolic link this user owns is followed (the check is on the
+/// file it leads to); one another user owns is refused.
 ///
 /// A refused file is an `io::ErrorKind::PermissionDenied` error carrying a
 /// [`NotPrivate`]. In a shared directory another user could otherwise
 /// pre-create the database readable to them, and our data would land in
 /// their file.
 pub fn check_private_file(path: &Path) -> io::Result<()> {
-    let meta = fs::metadata(path)?;
-    NotPrivate::check(path, &meta, current_uid()?)
+    let uid = current_uid()?;
+    let link = fs::symlink_metadata(path)?;
+    if link.file_type().is_symlink() && link.uid() != uid {
+        // Another user's link: they choose, and may change, where it points.
+        return NotPrivate::check(path, &link, uid);
+    }
+    NotPrivate::check(path, &fs::metadata(path)?, uid)
 }
 
 /// Open the side file at `path` for reading and writing, creating it with mode

@@ -256,8 +256,10 @@ fn prepare_file(name: &str, path: &Path) -> Result<()> {
     // An existing file, or companions SQLite would reuse, must be this user's
     // alone: in a shared directory another user could have made them.
     check_private(name, path)?;
+    // SQLite puts them beside the file a link leads to.
+    let real = fs::canonicalize(path).map_err(|e| error::open_io(name, path, e))?;
     for companion in ["-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
+        let mut file = real.as_os_str().to_owned();
         file.push(companion);
         let file = PathBuf::from(file);
         if fs::symlink_metadata(&file).is_ok() {

@@ -123,3 +123,35 @@ fn a_wal_file_readable_by_others_is_refused() -> TestResult {
     assert!(err.to_string().contains("state.db-wal"), "{err}");
     Ok(())
 }
+
+/// A database path that is another user's symlink is refused even when it
+/// leads to a private file of ours: they could point it at any of our files.
+/// A link of our own is followed.
+#[test]
+fn a_database_path_that_is_another_users_symlink_is_refused() -> TestResult {
+    if dirs::current_uid()? != 0 {
+        println!("skipped: only root can make a link another user's");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let ours = dir.path().join("ours.db");
+    dirs::ensure_private_file(&ours)?;
+    let link = dir.path().join("state.db");
+    std::os::unix::fs::symlink(&ours, &link)?;
+    SqliteStorage::open(&link)?.kv_put(b"s", b"k", b"v")?;
+    let chowned = Command::new("chown")
+        .args(["-h", "65534"])
+        .arg(&link)
+        .status()?;
+    assert!(chowned.success(), "chown -h failed");
+    let err = SqliteStorage::open(&link)
+        .err()
+        .ok_or("opened through another user's link")?;
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("symbolic link") && msg.contains("uid 65534"),
+        "{msg}"
+    );
+    Ok(())
+}
