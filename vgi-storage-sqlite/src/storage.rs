@@ -347,13 +347,13 @@ fn install_busy_handler(
 ///
 /// A file holding tables of the reference implementation is migrated on a
 /// connection of its own that holds the file exclusively (see
-/// [`migrate_alone`]), then opened again.
+/// [`schema::migrate_alone`]), then opened again.
 fn open_writer(name: &str, path: &Path, options: &Options, turn: &TurnSlot) -> Result<Connection> {
     // Twice is enough unless something keeps re-creating the reference tables.
     for _ in 0..3 {
         match open_writer_once(name, path, options, turn)? {
             Some(conn) => return Ok(conn),
-            None => migrate_alone(name, path, options)?,
+            None => schema::migrate_alone(name, path, options.busy_timeout)?,
         }
     }
     Err(error::open_check(
@@ -362,91 +362,13 @@ fn open_writer(name: &str, path: &Path, options: &Options, turn: &TurnSlot) -> R
         ErrorKind::AlreadyOpen,
         format!(
             "tables of the reference implementation came back each time they were migrated: \
-             a worker of the older version keeps starting on this file; {STOP_OLDER_WORKERS}"
+             a worker of the older version keeps starting on this file; {}",
+            schema::STOP_OLDER_WORKERS
         ),
     ))
 }
 
-/// The fix for a file that older workers may still be using.
-const STOP_OLDER_WORKERS: &str = "stop every worker of the reference implementation (vgi 0.5) \
-    and every other program that has the file open, then open it again (see \"Upgrading from \
-    the reference implementation\" in the vgi-storage-sqlite README)";
-
-/// How long one try of [`migrate_alone`] waits for the file: not at all, so a
-/// failed try (which blocks new readers while it waits) is over at once.
-const ALONE_TRY: Duration = Duration::ZERO;
-
-/// Migrate the reference tables on a connection that holds the file alone.
-///
-/// Every connection to a WAL database holds a SHARED lock on the database file
-/// for as long as it is open (SQLite relies on it to tell the last connection
-/// to close), and in `locking_mode = EXCLUSIVE` a write transaction takes an
-/// EXCLUSIVE lock on it: so `BEGIN IMMEDIATE` succeeds only when no other
-/// connection, in any process, has the file open. A worker of the reference
-/// implementation keeps its connection for its whole life, so it is always
-/// seen. Tries without waiting, stepping back between tries (two processes of
-/// ours opening at once would otherwise hold each other off), until the busy
-/// timeout; then refuses, naming the fix.
-fn migrate_alone(name: &str, path: &Path, options: &Options) -> Result<()> {
-    let fail = |e| error::open_in_dir(name, path, e);
-    let deadline = Instant::now() + options.busy_timeout;
-    let mut tries: u32 = 0;
-    loop {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
-        let attempt = (|| {
-            conn.busy_timeout(ALONE_TRY)?;
-            // Another process of ours may have migrated it meanwhile, and then
-            // keeps it open: no need to hold it alone any more.
-            if !matches!(schema::plan(&conn)?, schema::Plan::Migrate { .. }) {
-                return Ok(());
-            }
-            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-            in_write_tx(&conn, || schema::apply(&conn, true)).map(drop)
-        })();
-        let err = match attempt {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        // Closing drops every lock this connection took or tried to take.
-        drop(conn);
-        if error::classify(&err) != ErrorKind::Busy {
-            return Err(error::open(name, path, err));
-        }
-        if Instant::now() >= deadline {
-            return Err(StorageError::open(
-                name,
-                path,
-                ErrorKind::AlreadyOpen,
-                format!(
-                    "the file holds tables of the reference implementation that must be \
-                     migrated, and another connection has it open: a worker of the older \
-                     version may still be writing them, and migrating would strand its \
-                     writes; {STOP_OLDER_WORKERS}"
-                ),
-                Some(Box::new(err)),
-            ));
-        }
-        tries += 1;
-        std::thread::sleep(
-            step_back(tries).min(deadline.saturating_duration_since(Instant::now())),
-        );
-    }
-}
-
-/// A pause of 1 to 16 ms that differs between processes and tries, so two
-/// processes that collided do not collide again.
-fn step_back(tries: u32) -> Duration {
-    let seed = std::process::id()
-        .wrapping_mul(2_654_435_761)
-        .wrapping_add(tries.wrapping_mul(40_503))
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(1 + u64::from(seed % 16))
-}
-
-/// Open the write connection once; `None` when the file needs [`migrate_alone`].
+/// Open the write connection once; `None` when the file needs [`schema::migrate_alone`].
 fn open_writer_once(
     name: &str,
     path: &Path,
@@ -499,29 +421,8 @@ fn open_writer_once(
         schema::Plan::Current => Ok(Some(conn)),
         schema::Plan::Create | schema::Plan::Migrate { .. } => Ok(None),
         schema::Plan::Newer(found) => Err(newer_version(name, path, found)),
-        schema::Plan::Partial(present) => Err(partial_reference(name, path, &present)),
+        schema::Plan::Partial(present) => Err(schema::partial_reference(name, path, &present)),
     }
-}
-
-fn partial_reference(name: &str, path: &Path, present: &[&str]) -> StorageError {
-    let missing: Vec<&str> = schema::REFERENCE_TABLES
-        .into_iter()
-        .filter(|t| !present.contains(t))
-        .collect();
-    error::open_check(
-        name,
-        path,
-        ErrorKind::Corrupt,
-        format!(
-            "the file has the reference implementation's tables {} but not {}, so it can be \
-             neither migrated nor ignored without losing rows; if a worker of the reference \
-             implementation is starting on this file, stop it and open again; otherwise \
-             restore the file from a backup, or drop the stray tables if their rows are not \
-             needed",
-            present.join(", "),
-            missing.join(", ")
-        ),
-    )
 }
 
 fn newer_version(name: &str, path: &Path, found: i64) -> StorageError {
