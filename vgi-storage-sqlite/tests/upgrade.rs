@@ -148,6 +148,7 @@ fn tables_a_restarted_reference_worker_recreated_are_merged_at_the_next_open() -
     let top = {
         let store = SqliteStorage::open(&path)?;
         store.kv_put(b"s", b"ours", b"1")?;
+        store.kv_put(b"t", b"both", b"ours")?;
         store.queue_push(b"s", &[b"first".to_vec()])?;
         store.append(b"s", b"ns", b"l", b"ours")?
     };
@@ -155,7 +156,11 @@ fn tables_a_restarted_reference_worker_recreated_are_merged_at_the_next_open() -
     {
         let worker = reference_worker(&path)?;
         worker.execute_batch(
-            "INSERT INTO function_state VALUES (x'73', x'7468656972', x'32');
+            // Key `ours` of scope `s` again, stamped long before our write:
+            // ours stays. Key `both` of scope `t`, stamped in 2100: theirs wins.
+            "INSERT INTO function_state VALUES (x'73', x'7468656972', x'32'),
+                 (x'73', x'6f757273', x'6f6c64'), (x'74', x'626f7468', x'7468656972');
+             INSERT INTO scope_touch VALUES (x'74', 4102444800);
              INSERT INTO function_log (scope, ns, key, value) VALUES
                  (x'73', x'6e73', x'6c', x'61'), (x'73', x'6e73', x'6c', x'62');
              INSERT INTO work_queue (scope, value) VALUES (x'73', x'7365636f6e64');
@@ -167,6 +172,7 @@ fn tables_a_restarted_reference_worker_recreated_are_merged_at_the_next_open() -
     assert_eq!(reference_tables(&path)?, 0);
     assert_eq!(store.kv_get(b"s", b"ours")?, Some(b"1".to_vec()));
     assert_eq!(store.kv_get(b"s", b"their")?, Some(b"2".to_vec()));
+    assert_eq!(store.kv_get(b"t", b"both")?, Some(b"their".to_vec()));
     let log: Vec<(i64, Vec<u8>)> = store
         .scan(b"s", b"ns", b"l", -1, 10)?
         .into_iter()
