@@ -87,6 +87,12 @@ impl SqliteStorage {
     /// Open (or create) the store at `path` with the default options.
     ///
     /// The file's directory must exist; a new file is created with mode 0600.
+    /// An existing file (or `-wal`, `-shm`, `-turn` beside it) must be owned by
+    /// this user and not readable or writable by group or others, else the open
+    /// fails with [`ErrorKind::PermissionDenied`]. A file of the reference
+    /// implementation is migrated only while no other connection has it open,
+    /// else the open fails with [`ErrorKind::AlreadyOpen`]: see the crate docs,
+    /// "Upgrading from the reference implementation".
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::builder(path.as_ref()).open()
     }

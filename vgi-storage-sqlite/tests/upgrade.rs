@@ -3,6 +3,7 @@
 //! tables, and tables an older worker re-creates later are found and merged.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -46,8 +47,10 @@ fn open_quickly(path: &Path) -> vgi_storage_core::Result<SqliteStorage> {
 /// A file as the reference implementation (vgi 0.5.0) leaves it: its four
 /// tables, WITHOUT ROWID kv, `touched_at` in seconds, and an AUTOINCREMENT
 /// sequence past the highest log id still stored (the top entries were cleared).
+///
+/// Made owner-only, as the upgrade procedure asks (the reference itself leaves
+/// the umask's mode, relying on its owner-only directory).
 fn write_reference_file(path: &Path) -> std::io::Result<()> {
-    // Owner-only, as a file in the reference's private directory is.
     dirs::ensure_private_file(path)?;
     let conn = reference_worker(path).map_err(std::io::Error::other)?;
     conn.execute_batch(
@@ -335,5 +338,26 @@ fn an_older_worker_in_another_process_keeps_its_writes_through_the_upgrade() -> 
     );
     let store = SqliteStorage::open(&path)?;
     assert_eq!(store.queue_drain(b"w")?, vec![b"1".to_vec(), b"2".to_vec()]);
+    Ok(())
+}
+
+/// A reference file as the reference leaves it, with the umask's mode (0644
+/// here), is refused until it is made owner-only, as the upgrade procedure
+/// says; the message names the fix, and the file is not touched before.
+#[test]
+fn a_reference_file_readable_by_others_is_refused_until_chmod_600() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    write_reference_file(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let err = SqliteStorage::open(&path)
+        .err()
+        .ok_or("opened a reference file readable by others")?;
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    assert_eq!(reference_tables(&path)?, 4);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let store = SqliteStorage::open(&path)?;
+    assert_eq!(store.kv_get(b"\x00\xff", b"k")?, Some(vec![1, 2]));
     Ok(())
 }
