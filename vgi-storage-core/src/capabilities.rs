@@ -16,6 +16,8 @@
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+// Independent flags a backend declares, not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Capabilities {
     /// State survives the process that wrote it and a reopen of the store.
     pub durable: bool,
@@ -31,6 +33,11 @@ pub struct Capabilities {
     /// ([`crate::StorageError::NameTooLong`]) before anything is written.
     /// `usize::MAX` (the default) means no limit: names of a mebibyte and more work.
     pub max_key_len: usize,
+    /// The backend implements the inspection surface natively
+    /// ([`FunctionStorage::list_scopes`](crate::FunctionStorage::list_scopes) and
+    /// the methods after it). When `false`, those methods refuse with
+    /// [`crate::ErrorKind::Unsupported`].
+    pub inspect: bool,
 }
 
 impl Capabilities {
@@ -43,6 +50,7 @@ impl Capabilities {
             shared_across_hosts: false,
             max_value_len: usize::MAX,
             max_key_len: usize::MAX,
+            inspect: false,
         }
     }
 
@@ -81,6 +89,15 @@ impl Capabilities {
     #[must_use]
     pub const fn with_max_key_len(mut self, max: usize) -> Self {
         self.max_key_len = max;
+        self
+    }
+}
+
+impl Capabilities {
+    /// Set [`Capabilities::inspect`].
+    #[must_use]
+    pub const fn with_inspect(mut self, inspect: bool) -> Self {
+        self.inspect = inspect;
         self
     }
 }

@@ -11,12 +11,14 @@ mod capabilities;
 mod clock;
 pub mod dirs;
 mod error;
+mod inspect;
 mod storage;
 
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, gc_cutoff_millis, system_clock};
 pub use error::{BoxError, ErrorKind, Result, StorageError, default_hint};
+pub use inspect::{LogRecord, LogStats, ScopeInfo, ScopeStats, inspection_unsupported};
 pub use storage::{
-    FunctionStorage, FunctionStorageExt, GcReport, LogEntry, SharedStorage, check_name_len,
-    check_value_len,
+    FunctionStorage, FunctionStorageExt, GcReport, LogEntry, SharedStorage, check_import_order,
+    check_name_len, check_value_len,
 };

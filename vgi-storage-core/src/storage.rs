@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Capabilities, Result, StorageError};
+use crate::inspect::inspection_unsupported;
+use crate::{Capabilities, LogRecord, Result, ScopeInfo, ScopeStats, StorageError};
 
 /// One entry of an append-only log, as [`FunctionStorage::scan`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -208,6 +209,103 @@ pub trait FunctionStorage: Send + Sync {
     ///   source; every scope not listed there is untouched. Running `gc` again
     ///   finishes the work.
     fn gc(&self, ttl: Duration) -> Result<GcReport>;
+
+    /// List the scopes that hold data, ascending by their bytes, after `after`.
+    ///
+    /// - `after = None` starts at the first scope; otherwise only scopes
+    ///   greater than `after` are listed (page by passing the last one seen)
+    /// - at most `limit` scopes; `limit == 0` returns none
+    /// - a scope is listed from its first write until `clear` or `gc` removes it
+    /// - each page is one consistent read; pages are not one snapshot
+    /// - the default body refuses with `ErrorKind::Unsupported`; backends
+    ///   that implement it set [`Capabilities::inspect`]
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        let _ = (after, limit);
+        Err(inspection_unsupported(self.name(), "list_scopes"))
+    }
+
+    /// Measure what `scope` holds: kv entries and bytes, each log, the queue.
+    ///
+    /// - an unknown or empty scope gives empty stats (`is_empty()`)
+    /// - one consistent snapshot where the engine allows (each backend's docs say)
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        let _ = scope;
+        Err(inspection_unsupported(self.name(), "scope_stats"))
+    }
+
+    /// Read a page of the kv entries of `scope`, ascending by key, after `after`.
+    ///
+    /// - `after = None` starts at the first key; otherwise only keys greater
+    ///   than `after` are returned
+    /// - at most `limit` entries; `limit == 0` returns none
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let _ = (scope, after, limit);
+        Err(inspection_unsupported(self.name(), "export_kv"))
+    }
+
+    /// Read a page of the queue of `scope` without popping: the items at
+    /// positions `skip..skip + limit`, oldest first.
+    ///
+    /// - at most `limit` items; `limit == 0` returns none
+    /// - pages are consistent with each other only while nobody pops or clears
+    ///   the queue (positions shift when the head is popped)
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let _ = (scope, skip, limit);
+        Err(inspection_unsupported(self.name(), "export_queue"))
+    }
+
+    /// The highest log id this store has handed out or reserved, `-1` if none.
+    ///
+    /// - every id `append` returns from now on is greater
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn id_high_water(&self) -> Result<i64> {
+        Err(inspection_unsupported(self.name(), "id_high_water"))
+    }
+
+    /// Raise the id high-water mark to at least `id`, so the store never hands
+    /// out `id` or anything below it. Lowering is a no-op.
+    ///
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        let _ = id;
+        Err(inspection_unsupported(self.name(), "raise_id_high_water"))
+    }
+
+    /// Write log entries exported from another store, keeping their ids when
+    /// the contract allows, and return the id each entry got.
+    ///
+    /// - `records` must be in ascending id order (an export in id order is);
+    ///   otherwise the call refuses with `ErrorKind::InvalidInput`
+    /// - when the first id is above [`id_high_water`](Self::id_high_water),
+    ///   every entry keeps its id and the mark rises to the last one; otherwise
+    ///   every entry of the call gets a fresh id, in order. Either way each log
+    ///   keeps its order and no id is reused, so the id rules hold in the target
+    /// - all entries are written in one step, or none
+    /// - each entry's scope is stamped, as by `append`
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        let _ = records;
+        Err(inspection_unsupported(self.name(), "import_log"))
+    }
+
+    /// Check the engine's integrity and the store's own invariants, and
+    /// return the problems found (empty when all is well).
+    ///
+    /// - invariants checked by every backend: every stored log id is at or
+    ///   below [`id_high_water`](Self::id_high_water)
+    /// - the engine's own check where it has one (each backend's docs say)
+    /// - the default body refuses with `ErrorKind::Unsupported`
+    fn check(&self) -> Result<Vec<String>> {
+        Err(inspection_unsupported(self.name(), "check"))
+    }
 }
 
 macro_rules! forward_function_storage {
@@ -273,6 +371,35 @@ macro_rules! forward_function_storage {
             }
             fn gc(&self, ttl: Duration) -> Result<GcReport> {
                 (**self).gc(ttl)
+            }
+            fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+                (**self).list_scopes(after, limit)
+            }
+            fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+                (**self).scope_stats(scope)
+            }
+            fn export_kv(
+                &self,
+                scope: &[u8],
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                (**self).export_kv(scope, after, limit)
+            }
+            fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+                (**self).export_queue(scope, skip, limit)
+            }
+            fn id_high_water(&self) -> Result<i64> {
+                (**self).id_high_water()
+            }
+            fn raise_id_high_water(&self, id: i64) -> Result<()> {
+                (**self).raise_id_high_water(id)
+            }
+            fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+                (**self).import_log(records)
+            }
+            fn check(&self) -> Result<Vec<String>> {
+                (**self).check()
             }
         }
     };
@@ -378,6 +505,25 @@ pub fn check_value_len(store: &str, max: usize, len: usize) -> Result<()> {
             store: store.to_owned(),
             len,
             max,
+        });
+    }
+    Ok(())
+}
+
+/// Refuse `records` for [`FunctionStorage::import_log`] unless their ids ascend
+/// strictly and every value fits `max`.
+pub fn check_import_order(store: &str, max: usize, records: &[LogRecord]) -> Result<()> {
+    records
+        .iter()
+        .try_for_each(|r| check_value_len(store, max, r.value.len()))?;
+    if records.windows(2).any(|w| w[0].id >= w[1].id) {
+        return Err(StorageError::Operation {
+            store: store.to_owned(),
+            operation: "import_log",
+            kind: crate::ErrorKind::InvalidInput,
+            hint: "log records must come in strictly ascending id order;                    export them in id order (as the vgi-storage tool does)"
+                .to_owned(),
+            source: None,
         });
     }
     Ok(())
