@@ -284,10 +284,12 @@ pub trait FunctionStorage: Send + Sync {
     ///
     /// - `records` must be in ascending id order (an export in id order is);
     ///   otherwise the call refuses with `ErrorKind::InvalidInput`
-    /// - when the first id is above [`id_high_water`](Self::id_high_water),
-    ///   every entry keeps its id and the mark rises to the last one; otherwise
-    ///   every entry of the call gets a fresh id, in order. Either way each log
-    ///   keeps its order and no id is reused, so the id rules hold in the target
+    /// - entries keep their ids while each is above
+    ///   [`id_high_water`](Self::id_high_water) when written, and the mark
+    ///   rises with them; from the first entry that is not, it and every later
+    ///   entry of the call get fresh ids, in order. Either way each log keeps
+    ///   its order and no id is reused, so the id rules hold in the target (an
+    ///   export of a whole store in id order into an empty store keeps every id)
     /// - all entries are written in one step, or none
     /// - each entry's scope is stamped, as by `append`
     /// - the default body refuses with `ErrorKind::Unsupported`

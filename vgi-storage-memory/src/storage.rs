@@ -1,6 +1,6 @@
 //! [`MemoryStorage`]: the store itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use vgi_storage_core::{
-    Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, check_value_len,
-    gc_cutoff_millis, system_clock,
+    Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, LogStats, Result, ScopeInfo,
+    ScopeStats, SharedClock, check_import_order, check_value_len, gc_cutoff_millis, system_clock,
 };
 
 use crate::error::ids_exhausted;
@@ -24,7 +24,8 @@ const NAME: &str = "memory";
 const CAPABILITIES: Capabilities = Capabilities::new()
     .with_durable(false)
     .with_shared_across_processes(false)
-    .with_max_value_len(usize::MAX);
+    .with_max_value_len(usize::MAX)
+    .with_inspect(true);
 
 /// The first log id a new store hands out.
 const FIRST_ID: i64 = 1;
@@ -428,6 +429,183 @@ impl FunctionStorage for MemoryStorage {
             }
         }
         Ok(report)
+    }
+
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        // The map is unordered: collect the live scopes past `after`, then sort.
+        let candidates: Vec<(Vec<u8>, Slot)> = self
+            .scopes
+            .iter()
+            .filter(|entry| after.is_none_or(|after| entry.key().as_slice() > after))
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        let mut out: Vec<ScopeInfo> = candidates
+            .into_iter()
+            .filter_map(|(scope, slot)| {
+                let state = lock(&slot);
+                (!state.removed && state.stamp.is_some()).then(|| ScopeInfo {
+                    scope,
+                    last_write_millis: state.stamp,
+                })
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.scope.cmp(&b.scope));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        let stats = self.existing(scope, |state| {
+            let mut logs: Vec<LogStats> = state
+                .logs
+                .iter()
+                .flat_map(|(ns, by_key)| by_key.iter().map(move |(key, log)| (ns, key, log)))
+                .filter_map(|(ns, key, log)| {
+                    let (first, _) = log.first_key_value()?;
+                    let (last, _) = log.last_key_value()?;
+                    Some(LogStats {
+                        ns: ns.clone(),
+                        key: key.clone(),
+                        entries: log.len() as u64,
+                        bytes: log.values().map(|v| v.len() as u64).sum(),
+                        first_id: *first,
+                        last_id: *last,
+                    })
+                })
+                .collect();
+            logs.sort_unstable_by(|a, b| (&a.ns, &a.key).cmp(&(&b.ns, &b.key)));
+            ScopeStats {
+                scope: scope.to_vec(),
+                last_write_millis: state.stamp,
+                kv_entries: state.kv.len() as u64,
+                kv_bytes: state
+                    .kv
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len()) as u64)
+                    .sum(),
+                logs,
+                queue_depth: state.queue.len() as u64,
+                queue_bytes: state.queue.iter().map(|v| v.len() as u64).sum(),
+            }
+        });
+        Ok(stats.unwrap_or_else(|| ScopeStats {
+            scope: scope.to_vec(),
+            ..ScopeStats::default()
+        }))
+    }
+
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let page = self.existing(scope, |state| {
+            let mut page: Vec<(Vec<u8>, Vec<u8>)> = state
+                .kv
+                .iter()
+                .filter(|(key, _)| after.is_none_or(|after| key.as_slice() > after))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            page.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            page.truncate(limit);
+            page
+        });
+        Ok(page.unwrap_or_default())
+    }
+
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let page = self.existing(scope, |state| {
+            state.queue.iter().skip(skip).take(limit).cloned().collect()
+        });
+        Ok(page.unwrap_or_default())
+    }
+
+    fn id_high_water(&self) -> Result<i64> {
+        Ok(self.next_id.load(Ordering::Relaxed) - 1)
+    }
+
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        let next = id
+            .checked_add(1)
+            .ok_or_else(|| ids_exhausted(NAME, "raise_id_high_water", 1))?;
+        self.next_id.fetch_max(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        check_import_order(NAME, CAPABILITIES.max_value_len, records)?;
+        let mut ids = Vec::with_capacity(records.len());
+        let mut remapping = false;
+        // One scope's run at a time, under that scope's lock, so an id is
+        // reserved and made visible before any append to the same log can.
+        for run in records.chunk_by(|a, b| a.scope == b.scope) {
+            let scope = run[0].scope.as_slice();
+            let run_ids = self.write(scope, |state, now| {
+                let first = if remapping {
+                    None
+                } else {
+                    self.keep_ids(run[0].id, run[run.len() - 1].id)
+                };
+                let first = match first {
+                    Some(()) => None,
+                    None => Some(self.alloc_ids("import_log", run.len())?),
+                };
+                let mut out = Vec::with_capacity(run.len());
+                for (i, record) in run.iter().enumerate() {
+                    let id = first.map_or(record.id, |first| first + i as i64);
+                    log_mut(state, record.ns.clone(), record.key.clone())
+                        .insert(id, record.value.clone());
+                    out.push(id);
+                }
+                state.stamp = Some(now);
+                Ok((out, first.is_some()))
+            })?;
+            remapping |= run_ids.1;
+            ids.extend(run_ids.0);
+        }
+        Ok(ids)
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        let high = self.id_high_water()?;
+        let snapshot: Vec<(Vec<u8>, Slot)> = self
+            .scopes
+            .iter()
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        let mut problems = Vec::new();
+        for (scope, slot) in snapshot {
+            let state = lock(&slot);
+            let last = state
+                .logs
+                .values()
+                .flat_map(HashMap::values)
+                .filter_map(|log| log.last_key_value().map(|(id, _)| *id))
+                .max();
+            if let Some(last) = last.filter(|last| *last > high) {
+                problems.push(format!(
+                    "scope {} holds log id {last} above the id high-water mark {high}",
+                    String::from_utf8_lossy(&scope)
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+impl MemoryStorage {
+    /// Reserve the ids `first..=last` of imported entries if `first` is above
+    /// the high-water mark; `None` when it is not (the caller remaps).
+    fn keep_ids(&self, first: i64, last: i64) -> Option<()> {
+        let next = last.checked_add(1)?;
+        self.next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                (current <= first).then_some(next)
+            })
+            .ok()
+            .map(|_| ())
     }
 }
 
