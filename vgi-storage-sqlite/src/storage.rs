@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use vgi_storage_core::{
-    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
-    StorageError, check_value_len, dirs, gc_cutoff_millis,
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo,
+    ScopeStats, SharedClock, StorageError, check_import_order, check_value_len, dirs,
+    gc_cutoff_millis,
 };
 
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND};
+use crate::inspect;
 use crate::schema;
 use crate::turn::Turn;
 
@@ -28,7 +30,8 @@ type TurnSlot = Arc<OnceLock<Turn>>;
 const CAPABILITIES: Capabilities = Capabilities::new()
     .with_durable(true)
     .with_shared_across_processes(true)
-    .with_max_value_len(MAX_VALUE_LEN);
+    .with_max_value_len(MAX_VALUE_LEN)
+    .with_inspect(true);
 
 /// Scopes one `gc` transaction removes at most, so a large sweep does not
 /// hold the write lock for long.
@@ -786,6 +789,66 @@ impl FunctionStorage for SqliteStorage {
                 return Ok(report);
             }
         }
+    }
+
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read("list_scopes", |conn| {
+            inspect::list_scopes(conn, after, limit)
+        })
+    }
+
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        self.read("scope_stats", |conn| inspect::scope_stats(conn, scope))
+    }
+
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read("export_kv", |conn| {
+            inspect::export_kv(conn, scope, after, limit)
+        })
+    }
+
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read("export_queue", |conn| {
+            inspect::export_queue(conn, scope, skip, limit)
+        })
+    }
+
+    fn id_high_water(&self) -> Result<i64> {
+        self.read("id_high_water", inspect::high_water)
+    }
+
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        self.write("raise_id_high_water", |conn, _| {
+            inspect::raise_high_water(conn, id)
+        })
+    }
+
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        check_import_order(&self.name, self.max_value_len, records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("import_log", |conn, now| {
+            inspect::import_log(conn, records, now)
+        })
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        self.read("check", inspect::check)
     }
 }
 
