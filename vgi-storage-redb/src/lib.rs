@@ -2,6 +2,7 @@
 
 mod error;
 mod group;
+mod inspect;
 mod ops;
 mod store;
 

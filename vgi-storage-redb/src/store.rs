@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use redb::{ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use vgi_storage_core::{
-    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
-    StorageError, check_value_len, dirs, system_clock,
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo,
+    ScopeStats, SharedClock, StorageError, check_import_order, check_value_len, dirs, system_clock,
 };
 
 use crate::error::{op_error, open_error, open_io_error, schema_error};
 use crate::group::Group;
+use crate::inspect;
 use crate::ops::{
     KV, LOG, META, NEXT_ID, NEXT_SEQ, Op, QUEUE, Reply, SCHEMA, SCHEMA_VERSION, TOUCH,
     TOUCH_BY_TIME, Tx,
@@ -410,6 +411,7 @@ impl FunctionStorage for RedbStorage {
             .with_durable(self.durability == Durability::Immediate)
             .with_shared_across_processes(self.multi_process)
             .with_max_value_len(self.max_value_len)
+            .with_inspect(true)
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -546,5 +548,75 @@ impl FunctionStorage for RedbStorage {
             Reply::Gc(report) => Ok(report),
             _ => Err(unexpected(&self.name, "gc")),
         }
+    }
+
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        self.read("list_scopes", |txn| inspect::list_scopes(txn, after, limit))
+    }
+
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        self.read("scope_stats", |txn| inspect::scope_stats(txn, scope))
+    }
+
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.read("export_kv", |txn| {
+            inspect::export_kv(txn, scope, after, limit)
+        })
+    }
+
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        self.read("export_queue", |txn| {
+            inspect::export_queue(txn, scope, skip, limit)
+        })
+    }
+
+    fn id_high_water(&self) -> Result<i64> {
+        self.read("id_high_water", inspect::high_water)
+    }
+
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        self.write_direct("raise_id_high_water", |txn, _| {
+            inspect::raise_high_water(txn, id)
+        })
+    }
+
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        check_import_order(&self.name, self.max_value_len, records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_direct("import_log", |txn, now| {
+            inspect::import_log(txn, records, now)
+        })
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        self.read("check", inspect::check)
+    }
+}
+
+impl RedbStorage {
+    /// Run `f` in a write transaction of its own, outside the group commit
+    /// (for the rare inspection writes), with the clock read inside the lock.
+    fn write_direct<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&redb::WriteTransaction, i64) -> Result<T, redb::Error>,
+    ) -> Result<T> {
+        let run = || -> Result<T, redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            if self.durability != Durability::Immediate {
+                txn.set_durability(redb::Durability::None)?;
+            }
+            let out = f(&txn, self.clock.now_millis())?;
+            txn.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| op_error(&self.name, operation, e))
     }
 }
