@@ -79,4 +79,38 @@ impl FunctionStorage for BrokenQueue {
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
         self.inner.gc(ttl)
     }
+
+    fn list_scopes(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<vgi_storage::ScopeInfo>> {
+        self.inner.list_scopes(after, limit)
+    }
+    fn scope_stats(&self, scope: &[u8]) -> Result<vgi_storage::ScopeStats> {
+        self.inner.scope_stats(scope)
+    }
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.export_kv(scope, after, limit)
+    }
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        self.inner.export_queue(scope, skip, limit)
+    }
+    fn id_high_water(&self) -> Result<i64> {
+        self.inner.id_high_water()
+    }
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        self.inner.raise_id_high_water(id)
+    }
+    fn import_log(&self, records: &[vgi_storage::LogRecord]) -> Result<Vec<i64>> {
+        self.inner.import_log(records)
+    }
+    fn check(&self) -> Result<Vec<String>> {
+        self.inner.check()
+    }
 }

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use tracing::{Level, Span, field};
-use vgi_storage_core::{Capabilities, FunctionStorage, GcReport, LogEntry, Result};
+use vgi_storage_core::{
+    Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo, ScopeStats,
+};
 
 /// Wraps any store and emits one `tracing` span per call.
 ///
@@ -221,5 +223,63 @@ impl<S: FunctionStorage> FunctionStorage for TracedStorage<S> {
             span.record("items", report.scopes_removed());
         }
         result
+    }
+
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        let span = self.span("list_scopes", after.unwrap_or_default());
+        let result = Self::traced(&span, || self.inner.list_scopes(after, limit), ok);
+        if let Ok(scopes) = &result {
+            span.record("items", scopes.len());
+        }
+        result
+    }
+
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        let span = self.span("scope_stats", scope);
+        Self::traced(&span, || self.inner.scope_stats(scope), ok)
+    }
+
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let span = self.span("export_kv", scope);
+        let result = Self::traced(&span, || self.inner.export_kv(scope, after, limit), ok);
+        if let Ok(entries) = &result {
+            span.record("items", entries.len());
+        }
+        result
+    }
+
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let span = self.span("export_queue", scope);
+        let result = Self::traced(&span, || self.inner.export_queue(scope, skip, limit), ok);
+        if let Ok(items) = &result {
+            span.record("items", items.len());
+        }
+        result
+    }
+
+    fn id_high_water(&self) -> Result<i64> {
+        let span = self.span("id_high_water", &[]);
+        Self::traced(&span, || self.inner.id_high_water(), ok)
+    }
+
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        let span = self.span("raise_id_high_water", &[]);
+        Self::traced(&span, || self.inner.raise_id_high_water(id), ok)
+    }
+
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        let span = self.span("import_log", &[]);
+        span.record("items", records.len());
+        Self::traced(&span, || self.inner.import_log(records), ok)
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        let span = self.span("check", &[]);
+        Self::traced(&span, || self.inner.check(), ok)
     }
 }
