@@ -5,6 +5,7 @@ mod durability;
 mod edge;
 mod fixture;
 mod harness;
+mod inspect;
 mod model;
 mod process;
 
@@ -129,6 +130,12 @@ checks! {
     gc_counts_only_writes_as_activity => edge::gc_counts_only_writes_as_activity;
     /// `gc` reports each removed scope once, and a cleared scope not at all.
     gc_reports_each_removed_scope_once => edge::gc_reports_each_removed_scope_once;
+    /// `list_scopes` pages through the scopes written, stamped; `scope_stats` of each equals the model (inspecting backends).
+    inspection_lists_and_measures_scopes_as_the_model_says => inspect::inspection_lists_and_measures_scopes_as_the_model_says;
+    /// `export_kv` and `export_queue` page through a scope in order without popping (inspecting backends).
+    inspection_exports_every_entry_in_order_without_popping => inspect::inspection_exports_every_entry_in_order_without_popping;
+    /// `import_log` keeps ids above the high-water mark, remaps the rest above it, and no id is reused (inspecting backends).
+    import_log_keeps_ids_above_the_mark_and_never_reuses_one => inspect::import_log_keeps_ids_above_the_mark_and_never_reuses_one;
     /// `append_batch` and `kv_put_batch` equal the single calls in order; empty batches are no-ops.
     batch_forms_equal_single_calls => edge::batch_forms_equal_single_calls;
     /// Random operation sequences give exactly the model's results (proptest, shrinking).
@@ -284,6 +291,9 @@ macro_rules! conformance_suite {
             gc_never_removes_a_scope_written_within_the_ttl,
             gc_counts_only_writes_as_activity,
             gc_reports_each_removed_scope_once,
+            inspection_lists_and_measures_scopes_as_the_model_says,
+            inspection_exports_every_entry_in_order_without_popping,
+            import_log_keeps_ids_above_the_mark_and_never_reuses_one,
             batch_forms_equal_single_calls,
             model_matches_random_operations,
             model_matches_random_operations_across_reopens,
