@@ -32,7 +32,7 @@ const EXIT_REFUSED: u8 = 4;
 
 /// Operate a vgi-storage store: inspect it, clean it up, back it up, move it.
 #[derive(Parser)]
-#[command(name = "vgi-storage", version, about, long_about = None)]
+#[command(name = "vgi-storage", version)]
 struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -44,9 +44,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Backend, location, capabilities and totals of a store.
-    Info { url: String },
+    Info {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
+        url: String,
+    },
     /// List the scopes of a store with their size and last write.
     Scopes {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
         url: String,
         /// Order by total bytes (largest first), age (oldest first) or name.
         #[arg(long, value_enum, default_value_t = SortBy::Size)]
@@ -56,10 +60,17 @@ enum Command {
         limit: Option<usize>,
     },
     /// What one scope holds: kv entries, logs, queue. SCOPE is UTF-8, or hex:... for raw bytes.
-    Show { url: String, scope: String },
+    Show {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
+        url: String,
+        /// The scope: its UTF-8 text, or hex:0a1b... for raw bytes
+        scope: String,
+    },
     /// Remove scopes whose last write is older than the ttl (e.g. 30s, 15m, 24h, 7d).
     Gc {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
         url: String,
+        /// Scopes last written longer ago than this are removed: 30s, 15m, 24h, 7d
         #[arg(long, value_parser = parse_duration)]
         ttl: Duration,
         /// List what would be removed, remove nothing.
@@ -68,17 +79,26 @@ enum Command {
     },
     /// Remove everything of one scope. Asks first unless --yes.
     Clear {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
         url: String,
+        /// The scope: its UTF-8 text, or hex:0a1b... for raw bytes
         scope: String,
         /// Do not ask (required when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
     },
     /// Write every scope of a store to FILE (vgi-storage-export v1, JSON lines).
-    Export { url: String, file: PathBuf },
+    Export {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
+        url: String,
+        /// The export file to write (replaced if it exists)
+        file: PathBuf,
+    },
     /// Read FILE (written by export) into a store.
     Import {
+        /// The export file to read
         file: PathBuf,
+        /// The target store URL (created if it does not exist)
         url: String,
         /// Import even if the target already holds scopes.
         #[arg(long)]
@@ -86,7 +106,9 @@ enum Command {
     },
     /// Copy every scope of one store into another (e.g. a reference file into sqlite, sqlite into postgres).
     Copy {
+        /// The source store URL (must exist)
         from: String,
+        /// The target store URL (created if it does not exist)
         to: String,
         /// Copy even if the target already holds scopes.
         #[arg(long, alias = "force")]
@@ -96,7 +118,10 @@ enum Command {
         restart: bool,
     },
     /// Run the engine's integrity check and the store's own invariants.
-    Check { url: String },
+    Check {
+        /// The store, e.g. sqlite:/path/state.db, redb:/path/state.redb, postgres://host/db
+        url: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
