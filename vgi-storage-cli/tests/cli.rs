@@ -230,3 +230,49 @@ fn an_interrupted_copy_is_detected_and_restarted() -> TestResult {
     assert!(run(&["check", &redb])?.status.success());
     Ok(())
 }
+
+/// The tables of a file written by the reference implementation (vgi 0.5.0).
+const REFERENCE_SCHEMA: &str = include_str!("../../vgi-storage-sqlite/tests/reference_schema.sql");
+
+#[test]
+fn a_reference_file_moves_to_redb_in_one_copy_keeping_ids_and_order() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("reference.db");
+    vgi_storage::dirs::ensure_private_file(&path)?;
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL;")?;
+    conn.execute_batch(REFERENCE_SCHEMA)?;
+    conn.execute_batch(
+        "INSERT INTO function_state VALUES (x'00ff', x'6b', x'0102');
+         INSERT INTO function_log (id, scope, ns, key, value) VALUES
+             (3, x'00ff', x'6e73', x'6c', x'61'), (7, x'00ff', x'6e73', x'6c', x'62'),
+             (9, x'00ff', x'6e73', x'6c', x'63');
+         DELETE FROM function_log WHERE id = 9;
+         INSERT INTO work_queue (scope, value) VALUES (x'00ff', x'71'), (x'00ff', x'72');
+         INSERT INTO scope_touch VALUES (x'00ff', 2000);",
+    )?;
+    drop(conn);
+    let from = format!("sqlite:{}", path.display());
+    let to = format!("redb:{}", dir.path().join("new.redb").display());
+    let o = run(&["copy", &from, &to])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let store = vgi_storage::open(&to)?;
+    let scope = b"\x00\xff";
+    assert_eq!(store.kv_get(scope, b"k")?, Some(vec![1, 2]));
+    let ids: Vec<i64> = store
+        .scan_all(scope, b"ns", b"l", -1, 10)?
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![3, 7], "log ids kept");
+    assert_eq!(
+        store.queue_drain(scope)?,
+        vec![b"q".to_vec(), b"r".to_vec()]
+    );
+    let next = store.append(scope, b"ns", b"l", b"d")?;
+    assert!(
+        next > 9,
+        "ids continue past the reference's highest ever (9), got {next}"
+    );
+    Ok(())
+}
