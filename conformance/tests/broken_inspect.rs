@@ -152,7 +152,10 @@ fn paging_that_repeats_the_cursor_is_caught() {
     let check = "inspection_lists_and_measures_scopes_as_the_model_says";
     assert!(matches!(run(check, None), Ok(Outcome::Passed)));
     let caught = run(check, Some(Fault::ListsTheCursorAgain));
-    assert!(caught.is_err(), "{check} let a repeated cursor through: {caught:?}");
+    assert!(
+        caught.is_err(),
+        "{check} let a repeated cursor through: {caught:?}"
+    );
 }
 
 #[test]
@@ -160,5 +163,8 @@ fn an_import_that_keeps_used_ids_is_caught() {
     let check = "import_log_keeps_ids_above_the_mark_and_never_reuses_one";
     assert!(matches!(run(check, None), Ok(Outcome::Passed)));
     let caught = run(check, Some(Fault::ImportKeepsUsedIds));
-    assert!(caught.is_err(), "{check} let reused ids through: {caught:?}");
+    assert!(
+        caught.is_err(),
+        "{check} let reused ids through: {caught:?}"
+    );
 }

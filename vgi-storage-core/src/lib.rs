@@ -7,6 +7,10 @@
 //! # fn main() { assert!(vgi_storage_conformance::run_all(&open).is_success()); }
 //! ```
 
+// The backends use std::os::unix (owner-only modes, file locks, uids).
+#[cfg(not(unix))]
+compile_error!("vgi-storage supports Unix only (Linux, macOS, the BSDs): it uses std::os::unix");
+
 mod capabilities;
 mod clock;
 pub mod dirs;

@@ -5,7 +5,10 @@ mod error;
 mod pool;
 mod schema;
 mod store;
+// Test support, not public API: the `testing` feature exists for this
+// workspace's own tests and benchmarks and may change in any release.
 #[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod testing;
 
 pub use config::{

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backends;
 mod config;
@@ -14,16 +15,21 @@ pub use env::{
 };
 pub use kind::BackendKind;
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use traced::TracedStorage;
 pub use vgi_storage_core::*;
 
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use vgi_storage_memory as memory;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use vgi_storage_postgres as postgres;
 #[cfg(feature = "redb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redb")))]
 pub use vgi_storage_redb as redb;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use vgi_storage_sqlite as sqlite;
 
 /// Build a store from a URL: `memory:`, `sqlite:/path/state.db?synchronous=full`,
