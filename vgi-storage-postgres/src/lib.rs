@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod inspect;
 mod pool;
 mod schema;
 mod store;

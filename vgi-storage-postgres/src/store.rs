@@ -56,12 +56,13 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement, Transaction};
 use vgi_storage_core::{
-    Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, check_value_len,
-    gc_cutoff_millis,
+    Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo, ScopeStats,
+    SharedClock, check_import_order, check_value_len, gc_cutoff_millis,
 };
 
 use crate::config::{PostgresBuilder, PostgresSource, describe};
 use crate::error::{self, PgError};
+use crate::inspect;
 use crate::pool::{Connection, Pool};
 use crate::schema::{self, lock_key, quoted};
 
@@ -77,7 +78,8 @@ const CONFLICT_RETRIES: usize = 3;
 const CAPABILITIES: Capabilities = Capabilities::new()
     .with_durable(true)
     .with_shared_across_hosts(true)
-    .with_max_value_len(MAX_VALUE_LEN);
+    .with_max_value_len(MAX_VALUE_LEN)
+    .with_inspect(true);
 
 /// The statements one connection prepared against the store's schema.
 struct Statements {
@@ -546,5 +548,76 @@ impl FunctionStorage for PostgresStorage {
             tx.commit()?;
             Ok(GcReport { scopes })
         })
+    }
+
+    fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let s = quoted(&self.schema);
+        self.run("list_scopes", |client, _| {
+            inspect::list_scopes(client, &s, after, limit)
+        })
+    }
+
+    fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
+        let s = quoted(&self.schema);
+        self.run("scope_stats", |client, _| {
+            inspect::scope_stats(client, &s, scope)
+        })
+    }
+
+    fn export_kv(
+        &self,
+        scope: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let s = quoted(&self.schema);
+        self.run("export_kv", |client, _| {
+            inspect::export_kv(client, &s, scope, after, limit)
+        })
+    }
+
+    fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let s = quoted(&self.schema);
+        self.run("export_queue", |client, _| {
+            inspect::export_queue(client, &s, scope, skip, limit)
+        })
+    }
+
+    fn id_high_water(&self) -> Result<i64> {
+        let s = quoted(&self.schema);
+        self.run("id_high_water", |client, _| inspect::high_water(client, &s))
+    }
+
+    fn raise_id_high_water(&self, id: i64) -> Result<()> {
+        let s = quoted(&self.schema);
+        self.run("raise_id_high_water", |client, _| {
+            inspect::raise_high_water(client, &s, id)
+        })
+    }
+
+    fn import_log(&self, records: &[LogRecord]) -> Result<Vec<i64>> {
+        check_import_order(&self.name, self.max_value_len, records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = quoted(&self.schema);
+        let now = self.clock.now_millis();
+        self.run("import_log", |client, _| {
+            inspect::import_log(client, &s, records, now)
+        })
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        let s = quoted(&self.schema);
+        self.run("check", |client, _| inspect::check(client, &s))
     }
 }
