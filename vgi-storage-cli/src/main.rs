@@ -103,6 +103,9 @@ enum Command {
         /// Import even if the target already holds scopes.
         #[arg(long)]
         into_non_empty: bool,
+        /// Clear every scope of a target left by an interrupted import or copy, then import again.
+        #[arg(long)]
+        restart: bool,
     },
     /// Copy every scope of one store into another (e.g. a reference file into sqlite, sqlite into postgres).
     Copy {
@@ -113,7 +116,7 @@ enum Command {
         /// Copy even if the target already holds scopes.
         #[arg(long, alias = "force")]
         into_non_empty: bool,
-        /// Clear every scope of a target left by an interrupted copy, then copy again.
+        /// Clear every scope of a target left by an interrupted import or copy, then copy again.
         #[arg(long)]
         restart: bool,
     },
@@ -192,7 +195,8 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             file,
             url,
             into_non_empty,
-        } => import(cli, file, url, *into_non_empty),
+            restart,
+        } => import(cli, file, url, *into_non_empty, *restart),
         Command::Copy {
             from,
             to,
@@ -593,7 +597,7 @@ fn check_target(
     if !marker.is_empty() {
         if !restart {
             return Err(Failure::refused(format!(
-                "target {} holds an interrupted copy; rerun the copy with --restart (it clears the target first)",
+                "target {} holds an interrupted import or copy; rerun it with --restart (it clears the target first)",
                 target.name()
             )));
         }
@@ -620,11 +624,13 @@ fn import(
     file: &std::path::Path,
     url: &str,
     into_non_empty: bool,
+    restart: bool,
 ) -> Result<u8, Failure> {
     // Check the whole file first, so a damaged file writes nothing.
     let header = transfer::read_file(file, None)?;
     let target = open(url)?;
-    check_target(&*target, into_non_empty, false)?;
+    check_target(&*target, into_non_empty, restart)?;
+    mark(&*target, &header.source)?;
     let bar = progress("importing");
     let mut sink = StoreSink::new(&*target, bar.clone());
     let mut count = 0u64;
@@ -634,12 +640,28 @@ fn import(
     };
     transfer::read_file(file, Some(&mut each))?;
     sink.finish()?;
-    target
-        .raise_id_high_water(header.id_high_water)
-        .map_err(|e| storage_failure("raising the id mark", e))?;
+    finish(&*target, header.id_high_water)?;
     bar.finish_and_clear();
     report(cli, "imported", count, sink.remapped);
     Ok(0)
+}
+
+/// Mark `target` as holding an unfinished import or copy from `source`.
+fn mark(target: &dyn FunctionStorage, source: &str) -> Result<(), Failure> {
+    target
+        .kv_put(COPY_MARKER, b"from", source.as_bytes())
+        .map_err(|e| storage_failure("marking the target", e))
+}
+
+/// Raise the target's id mark to the source's and remove the mark: the
+/// import or copy is complete.
+fn finish(target: &dyn FunctionStorage, id_high_water: i64) -> Result<(), Failure> {
+    target
+        .raise_id_high_water(id_high_water)
+        .map_err(|e| storage_failure("raising the id mark", e))?;
+    target
+        .clear(COPY_MARKER)
+        .map_err(|e| storage_failure("unmarking the target", e))
 }
 
 fn copy(
@@ -657,20 +679,13 @@ fn copy(
         ));
     }
     check_target(&*target, into_non_empty, restart)?;
-    target
-        .kv_put(COPY_MARKER, b"from", source.name().as_bytes())
-        .map_err(|e| storage_failure("marking the target", e))?;
+    mark(&*target, source.name())?;
     let header = header(&*source)?;
     let bar = progress("copying");
     let mut sink = StoreSink::new(&*target, bar.clone());
     let count = transfer::export(&*source, &mut sink, &bar)?;
     sink.finish()?;
-    target
-        .raise_id_high_water(header.id_high_water)
-        .map_err(|e| storage_failure("raising the id mark", e))?;
-    target
-        .clear(COPY_MARKER)
-        .map_err(|e| storage_failure("unmarking the target", e))?;
+    finish(&*target, header.id_high_water)?;
     bar.finish_and_clear();
     report(cli, "copied", count, sink.remapped);
     Ok(0)
@@ -685,8 +700,9 @@ fn check(cli: &Cli, store: &SharedStorage) -> Result<u8, Failure> {
         .map_err(|e| storage_failure("reading the id mark", e))?;
     for s in all_stats(&**store)? {
         if s.scope == COPY_MARKER {
-            problems
-                .push("the store holds an interrupted copy; rerun the copy with --restart".into());
+            problems.push(
+                "the store holds an interrupted import or copy; rerun it with --restart".into(),
+            );
         }
         for l in &s.logs {
             if l.last_id > high {

@@ -276,3 +276,25 @@ fn a_reference_file_moves_to_redb_in_one_copy_keeping_ids_and_order() -> TestRes
     );
     Ok(())
 }
+
+#[test]
+fn an_interrupted_import_is_detected_and_restarted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let [sqlite, redb] = urls(dir.path(), "ii");
+    fill(&sqlite)?;
+    let file = dir.path().join("dump.jsonl");
+    let file = file.to_str().ok_or("non-UTF-8 temp path")?;
+    assert!(run(&["export", &sqlite, file])?.status.success());
+    let o = bin()
+        .args(["import", file, &redb])
+        .env("VGI_STORAGE_CLI_FAIL_AFTER", "5")
+        .output()?;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = run(&["import", file, &redb, "--into-non-empty"])?;
+    assert_eq!(o.status.code(), Some(4), "a marked target needs --restart");
+    assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
+    let o = run(&["import", file, &redb, "--restart"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(contents(&redb)?, contents(&sqlite)?);
+    Ok(())
+}
