@@ -231,8 +231,9 @@ fn an_interrupted_copy_is_detected_and_restarted() -> TestResult {
     Ok(())
 }
 
-/// The tables of a file written by the reference implementation (vgi 0.5.0).
-const REFERENCE_SCHEMA: &str = include_str!("../../vgi-storage-sqlite/tests/reference_schema.sql");
+/// The tables of a file written by the reference implementation (vgi 0.5.0), a copy of
+/// vgi-storage-sqlite/tests/reference_schema.sql so the packaged crate is self-contained.
+const REFERENCE_SCHEMA: &str = include_str!("reference_schema.sql");
 
 #[test]
 fn a_reference_file_moves_to_redb_in_one_copy_keeping_ids_and_order() -> TestResult {
