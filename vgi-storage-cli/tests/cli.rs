@@ -299,3 +299,32 @@ fn an_interrupted_import_is_detected_and_restarted() -> TestResult {
     assert_eq!(contents(&redb)?, contents(&sqlite)?);
     Ok(())
 }
+
+/// sqlite to postgres in one copy, then back out through an export: contents,
+/// ids and queue order survive, and the read commands work on a server store.
+/// Runs with `--features postgres` (the `.ci/run` script does).
+#[cfg(feature = "postgres")]
+#[test]
+fn copy_into_postgres_and_back_keeps_contents() -> TestResult {
+    let server = vgi_storage_postgres::testing::TestServer::shared()?;
+    let schema = format!("cli_copy_{}", std::process::id());
+    let pg = format!("{}?schema={schema}", server.url());
+    let dir = tempfile::tempdir()?;
+    let [sqlite, redb] = urls(dir.path(), "pg");
+    fill(&sqlite)?;
+    let o = run(&["copy", &sqlite, &pg])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [["info", &pg], ["scopes", &pg], ["check", &pg]] {
+        let o = run(&args)?;
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let file = dir.path().join("pg.jsonl");
+    let file = file.to_str().ok_or("non-UTF-8 temp path")?;
+    assert!(run(&["export", &pg, file])?.status.success());
+    assert!(run(&["import", file, &redb])?.status.success());
+    // Reading contents drains the queues, so read the source once.
+    let want = contents(&sqlite)?;
+    assert_eq!(contents(&redb)?, want, "sqlite -> postgres -> export -> redb");
+    assert_eq!(contents(&pg)?, want, "sqlite -> postgres");
+    Ok(())
+}
