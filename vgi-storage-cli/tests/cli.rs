@@ -324,7 +324,11 @@ fn copy_into_postgres_and_back_keeps_contents() -> TestResult {
     assert!(run(&["import", file, &redb])?.status.success());
     // Reading contents drains the queues, so read the source once.
     let want = contents(&sqlite)?;
-    assert_eq!(contents(&redb)?, want, "sqlite -> postgres -> export -> redb");
+    assert_eq!(
+        contents(&redb)?,
+        want,
+        "sqlite -> postgres -> export -> redb"
+    );
     assert_eq!(contents(&pg)?, want, "sqlite -> postgres");
     Ok(())
 }
