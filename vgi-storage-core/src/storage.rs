@@ -227,7 +227,12 @@ pub trait FunctionStorage: Send + Sync {
     /// Measure what `scope` holds: kv entries and bytes, each log, the queue.
     ///
     /// - an unknown or empty scope gives empty stats (`is_empty()`)
-    /// - one consistent snapshot where the engine allows (each backend's docs say)
+    /// - one consistent snapshot where the engine allows: the workspace's
+    ///   backends read it in one transaction (SQLite: one WAL read transaction;
+    ///   redb: one read transaction; PostgreSQL: `REPEATABLE READ`) or under
+    ///   the scope's lock (memory). Separate calls (pages of
+    ///   [`list_scopes`](Self::list_scopes) and the exports) are separate
+    ///   snapshots
     /// - the default body refuses with `ErrorKind::Unsupported`
     fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
         let _ = scope;
