@@ -246,7 +246,14 @@ pub(crate) fn import_log_keeps_ids_above_the_mark_and_never_reuses_one(
         id,
         value: value.to_vec(),
     };
+    // Marks at or below the first id (an empty source's) are harmless.
+    st.raise_id_high_water(-1).or_fail("raise_id_high_water")?;
+    st.raise_id_high_water(0).or_fail("raise_id_high_water")?;
     let first = st.append(b"s", b"n", b"a", b"before").or_fail("append")?;
+    ensure!(
+        first > 0,
+        "the first append after raising the mark to 0 gave id {first}"
+    );
     let mark = st.id_high_water().or_fail("id_high_water")?;
     ensure!(
         mark >= first,

@@ -144,6 +144,11 @@ pub(crate) fn high_water(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 pub(crate) fn raise_high_water(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    // Lowering is a no-op, and a mark at or below 0 (an empty source) must not
+    // leave a marker row with a negative id behind.
+    if id <= high_water(conn)? {
+        return Ok(());
+    }
     conn.prepare_cached(KEEP_TOP)?.execute([id])?;
     conn.prepare_cached(DROP_OLD_TOPS)?.execute([])?;
     Ok(())
