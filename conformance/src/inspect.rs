@@ -227,6 +227,17 @@ pub(crate) fn inspection_exports_every_entry_in_order_without_popping(
     Ok(Outcome::Passed)
 }
 
+/// A log record of namespace `n` to import.
+fn rec(scope: &[u8], key: &[u8], id: i64, value: &[u8]) -> LogRecord {
+    LogRecord {
+        scope: scope.to_vec(),
+        ns: b"n".to_vec(),
+        key: key.to_vec(),
+        id,
+        value: value.to_vec(),
+    }
+}
+
 /// `import_log` keeps ids above the high-water mark and raises it, so later
 /// appends are above them; ids at or below the mark are remapped, in order,
 /// above it; records out of id order are refused whole; `raise_id_high_water`
@@ -239,13 +250,6 @@ pub(crate) fn import_log_keeps_ids_above_the_mark_and_never_reuses_one(
     if let Some(skip) = skipped_unless_inspect(st) {
         return skip;
     }
-    let rec = |scope: &[u8], key: &[u8], id: i64, value: &[u8]| LogRecord {
-        scope: scope.to_vec(),
-        ns: b"n".to_vec(),
-        key: key.to_vec(),
-        id,
-        value: value.to_vec(),
-    };
     // Marks at or below the first id (an empty source's) are harmless.
     st.raise_id_high_water(-1).or_fail("raise_id_high_water")?;
     st.raise_id_high_water(0).or_fail("raise_id_high_water")?;
