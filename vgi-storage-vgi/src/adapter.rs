@@ -102,7 +102,9 @@ impl fmt::Debug for VgiStorage {
 
 impl vgi::storage::FunctionStorage for VgiStorage {
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Option<Vec<u8>> {
-        self.call("kv_get", Repeat::Idempotent, || self.store.kv_get(scope, key))
+        self.call("kv_get", Repeat::Idempotent, || {
+            self.store.kv_get(scope, key)
+        })
     }
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) {
@@ -112,7 +114,9 @@ impl vgi::storage::FunctionStorage for VgiStorage {
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) {
-        self.call("kv_del", Repeat::Idempotent, || self.store.kv_del(scope, key));
+        self.call("kv_del", Repeat::Idempotent, || {
+            self.store.kv_del(scope, key)
+        });
     }
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: Vec<u8>) -> i64 {

@@ -76,7 +76,11 @@ impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
         let step = self
             .initial_backoff
-            .saturating_mul(1_u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .saturating_mul(
+                1_u32
+                    .checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
             .min(self.max_backoff);
         let half = step / 2;
         half + jitter(step.saturating_sub(half))
@@ -194,7 +198,10 @@ mod tests {
                 .saturating_mul(1 << (attempt - 1).min(20))
                 .min(Duration::from_millis(100));
             let b = policy.backoff(attempt);
-            assert!(b >= step / 2 && b <= step, "attempt {attempt}: {b:?} vs {step:?}");
+            assert!(
+                b >= step / 2 && b <= step,
+                "attempt {attempt}: {b:?} vs {step:?}"
+            );
         }
         assert_eq!(RetryPolicy::NO_RETRY.backoff(3), Duration::ZERO);
     }
