@@ -23,6 +23,7 @@ pub struct RetryPolicy {
     /// Zero means one attempt and no retry.
     pub deadline: Duration,
     /// The backoff before the second attempt; it doubles after every attempt.
+    /// The adapter sleeps at least 1 ms between attempts whatever this says.
     pub initial_backoff: Duration,
     /// The longest backoff between two attempts.
     pub max_backoff: Duration,
@@ -117,6 +118,8 @@ pub(crate) struct GaveUp {
     pub(crate) error: StorageError,
     pub(crate) attempts: u32,
     pub(crate) elapsed: Duration,
+    /// Why the adapter stopped trying, for the message.
+    reason: &'static str,
 }
 
 impl GaveUp {
@@ -125,14 +128,12 @@ impl GaveUp {
     /// only place the caller will see it).
     pub(crate) fn message(&self, store: &str, operation: &str) -> String {
         let mut out = format!(
-            "vgi-storage: {operation} on store {store} failed after {} attempt{} over {:?}",
+            "vgi-storage: {operation} on store {store} failed after {} attempt{} over {:?} ({})",
             self.attempts,
             if self.attempts == 1 { "" } else { "s" },
             self.elapsed,
+            self.reason,
         );
-        if self.error.is_retryable() {
-            out.push_str(" (still failing at the retry deadline)");
-        }
         let mut source: Option<&dyn StdError> = Some(&self.error);
         while let Some(e) = source {
             let _ = write!(out, ": {e}");
@@ -150,7 +151,7 @@ impl RetryPolicy {
         operation: &'static str,
         repeat: Repeat,
         mut call: impl FnMut() -> Result<T, StorageError>,
-    ) -> Result<T, GaveUp> {
+    ) -> Result<T, Box<GaveUp>> {
         let start = Instant::now();
         let mut attempts = 0_u32;
         loop {
@@ -159,18 +160,31 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            let may_pass = error.is_retryable()
-                || (repeat == Repeat::Idempotent && error.kind() == ErrorKind::OutcomeUnknown);
+            let unknown = error.kind() == ErrorKind::OutcomeUnknown;
             let elapsed = start.elapsed();
             let remaining = self.deadline.saturating_sub(elapsed);
-            if !may_pass || remaining.is_zero() {
-                return Err(GaveUp {
+            let reason = if unknown && repeat == Repeat::Once {
+                Some("its outcome is unknown and repeating it could apply it twice or lose an item")
+            } else if !error.is_retryable() && !unknown {
+                Some("the error is permanent")
+            } else if remaining.is_zero() {
+                Some("still failing at the retry deadline")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Box::new(GaveUp {
                     error,
                     attempts,
                     elapsed,
-                });
+                    reason,
+                }));
             }
-            let sleep = self.backoff(attempts).min(remaining);
+            // At least 1 ms, so that a zero backoff does not spin until the deadline.
+            let sleep = self
+                .backoff(attempts)
+                .max(Duration::from_millis(1))
+                .min(remaining);
             tracing::debug!(
                 store,
                 operation,

@@ -183,6 +183,7 @@ fn a_permanent_error_panics_at_once_with_the_whole_error() {
         "kv_get",
         "faulty:test",
         "1 attempt",
+        "the error is permanent",
         "restore or remove it",
         "injected fault",
     ] {
@@ -269,7 +270,7 @@ fn an_unknown_outcome_is_retried_only_where_repeating_is_safe() {
         let before = store.calls();
         let msg = panic_message(call).unwrap_or_default();
         assert!(
-            msg.contains(operation) && msg.contains("1 attempt"),
+            msg.contains(operation) && msg.contains("1 attempt") && msg.contains("apply it twice"),
             "{msg:?}"
         );
         assert_eq!(store.calls(), before + 1, "{operation} was repeated");
