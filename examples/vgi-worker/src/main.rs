@@ -5,15 +5,35 @@
 //! a buffering function that writes state), then as the `source` (the phase
 //! that reads it back in another process), and checks what the source printed.
 //! Each role builds a real `vgi::worker::Worker` and installs the store with
-//! `Worker::set_storage`; state goes through the very handle the worker holds,
-//! by the `vgi` storage trait's calls.
+//! `Worker::set_storage`. The sink writes through the very handle the worker
+//! holds, by the `vgi` storage trait's calls. The source first serves one real
+//! `bind` request through the worker's RPC server (`RpcServer::serve_one`, the
+//! Arrow IPC framing DuckDB uses): the bound table function reads the sink's
+//! state from the storage the worker hands it. Then it reads the rest through
+//! its handle.
 
+use std::collections::HashMap;
 use std::error::Error;
+use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use vgi::arguments::Arguments;
+use vgi::function::{ArgSpec, BindParams, BindResponse, FunctionMetadata, ProcessParams};
+use vgi::protocol::dtos::{BindRequest, BindResponse as BindResponseDto};
 use vgi::storage::SharedStorage as VgiSharedStorage;
+use vgi::table_function::{TableFunction, TableProducer};
+use vgi::vgi_rpc::metadata::{
+    LOG_LEVEL_KEY, LOG_MESSAGE_KEY, PROTOCOL_KEY, PROTOCOL_VERSION_KEY, REQUEST_VERSION,
+    REQUEST_VERSION_KEY, RPC_METHOD_KEY,
+};
+use vgi::vgi_rpc::wire::{StreamReader, StreamWriter};
+use vgi::vgi_rpc::{Bytes, DictString};
 use vgi::worker::Worker;
+use vgi::{RpcError, ipc, wire};
 use vgi_storage_vgi::VgiStorage;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
@@ -52,7 +72,12 @@ fn sink(db: &Path) -> Res {
 
 /// The source phase, in another process: read back everything the sink wrote.
 fn source(db: &Path) -> Res {
-    let (worker, store) = worker_on(db)?;
+    let (mut worker, store) = worker_on(db)?;
+    worker.register_table(StoredState);
+    println!(
+        "bind stored_state through the worker: column {}",
+        bind_through_the_worker(worker)?
+    );
     let agg = store.kv_get(EXEC, b"agg:0").ok_or("agg:0 missing")?;
     let agg = u64::from_le_bytes(agg.as_slice().try_into()?);
     println!("agg:0 = {agg}");
@@ -69,11 +94,132 @@ fn source(db: &Path) -> Res {
     println!("queue empty");
     store.clear(EXEC);
     println!("cleared: {}", store.kv_get(EXEC, b"agg:0").is_none());
-    drop(worker);
     Ok(())
 }
 
-const EXPECTED: &str = "agg:0 = 42
+/// A table function whose bind reads the state the sink wrote, through the
+/// storage the worker hands it (`BindParams::storage`, the store installed by
+/// `set_storage`), and names its one output column after it.
+struct StoredState;
+
+impl TableFunction for StoredState {
+    fn name(&self) -> &str {
+        "stored_state"
+    }
+    fn metadata(&self) -> FunctionMetadata {
+        FunctionMetadata::default()
+    }
+    fn argument_specs(&self) -> Vec<ArgSpec> {
+        vec![ArgSpec::const_arg(
+            "scope",
+            0,
+            "varchar",
+            "the execution whose state to read",
+        )]
+    }
+    fn on_bind(&self, params: &BindParams) -> vgi::Result<BindResponse> {
+        let store = params
+            .storage
+            .as_ref()
+            .ok_or_else(|| RpcError::runtime_error("the worker passed no storage to bind"))?;
+        let scope = params
+            .arguments
+            .const_str(0)
+            .ok_or_else(|| RpcError::runtime_error("stored_state takes a scope"))?;
+        let agg = store
+            .kv_get(scope.as_bytes(), b"agg:0")
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        Ok(BindResponse {
+            output_schema: Arc::new(Schema::new(vec![Field::new(
+                format!("agg_{agg}"),
+                DataType::Int64,
+                true,
+            )])),
+            opaque_data: Vec::new(),
+        })
+    }
+    fn producer(&self, _params: &ProcessParams) -> vgi::Result<Box<dyn TableProducer>> {
+        Err(RpcError::runtime_error(
+            "stored_state is only bound in this example",
+        ))
+    }
+}
+
+/// Serve one real `bind` request for `stored_state` through the worker's RPC
+/// server, as DuckDB would send it, and return the output column's name.
+fn bind_through_the_worker(worker: Worker) -> Res<String> {
+    let bind = BindRequest {
+        function_name: "stored_state".to_owned(),
+        arguments: Bytes::from(Arguments::serialize_positional(&[
+            Arc::new(StringArray::from(vec![
+                String::from_utf8_lossy(EXEC).into_owned(),
+            ])) as ArrayRef,
+        ])?),
+        function_type: DictString("TABLE".to_owned()),
+        input_schema: None,
+        settings: None,
+        secrets: None,
+        attach_opaque_data: None,
+        transaction_opaque_data: None,
+        resolved_secrets_provided: false,
+        at_unit: None,
+        at_value: None,
+        copy_from: None,
+        copy_to: None,
+        schema_path: Some(vec![vgi::catalog::MAIN_SCHEMA.to_owned()]),
+        argument_names: Some(vec![Some("scope".to_owned())]),
+    };
+    let inner = ipc::write_batch(&wire::to_batch(bind)?)?;
+    let request = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "request",
+            DataType::Binary,
+            false,
+        )])),
+        vec![Arc::new(BinaryArray::from(vec![inner.as_slice()])) as ArrayRef],
+    )?;
+    let metadata = HashMap::from([
+        (RPC_METHOD_KEY.to_owned(), "bind".to_owned()),
+        (REQUEST_VERSION_KEY.to_owned(), REQUEST_VERSION.to_owned()),
+        (PROTOCOL_KEY.to_owned(), vgi::VGI_PROTOCOL_NAME.to_owned()),
+        (
+            PROTOCOL_VERSION_KEY.to_owned(),
+            vgi::VGI_PROTOCOL_VERSION.to_owned(),
+        ),
+    ]);
+    let mut body = Vec::new();
+    let mut writer = StreamWriter::new(&mut body, request.schema().as_ref())?;
+    writer.write(&request, Some(&metadata))?;
+    writer.finish()?;
+    drop(writer);
+
+    let server = worker.build_server();
+    let mut reply = Vec::new();
+    server.serve_one(&mut Cursor::new(body), &mut reply)?;
+
+    let mut reader = StreamReader::new(Cursor::new(reply))?;
+    while let Some((batch, metadata)) = reader.read_next()? {
+        if metadata.get(LOG_LEVEL_KEY).map(String::as_str) == Some("EXCEPTION") {
+            let message = metadata.get(LOG_MESSAGE_KEY).cloned().unwrap_or_default();
+            return Err(format!("bind failed: {message}").into());
+        }
+        let Some(result) = batch.column_by_name("result") else {
+            continue;
+        };
+        let bytes = result
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or("the bind result is not binary")?;
+        let response: BindResponseDto = wire::from_batch(&ipc::read_batch(bytes.value(0))?)?;
+        let schema = ipc::read_schema(&response.output_schema.0)?;
+        return Ok(schema.field(0).name().clone());
+    }
+    Err("the worker sent no bind result".into())
+}
+
+const EXPECTED: &str = "bind stored_state through the worker: column agg_42
+agg:0 = 42
 log = [\"batch-0\", \"batch-1\", \"batch-2\"], ids ascending: true
 popped task-a
 popped task-b
