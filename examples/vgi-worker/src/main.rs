@@ -10,7 +10,10 @@
 //! `bind` request through the worker's RPC server (`RpcServer::serve_one`, the
 //! Arrow IPC framing DuckDB uses): the bound table function reads the sink's
 //! state from the storage the worker hands it. Then it reads the rest through
-//! its handle.
+//! its handle. Last, it installs a store whose every call fails and serves two
+//! more requests: the one that touches storage gets an error, the adapter's
+//! panic message (the whole storage error) is on stderr, and the next request
+//! is served, as `vgi`'s per-call panic isolation promises.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -18,6 +21,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
@@ -26,6 +30,7 @@ use vgi::function::{ArgSpec, BindParams, BindResponse, FunctionMetadata, Process
 use vgi::protocol::dtos::{BindRequest, BindResponse as BindResponseDto};
 use vgi::storage::SharedStorage as VgiSharedStorage;
 use vgi::table_function::{TableFunction, TableProducer};
+use vgi::vgi_rpc::RpcServer;
 use vgi::vgi_rpc::metadata::{
     LOG_LEVEL_KEY, LOG_MESSAGE_KEY, PROTOCOL_KEY, PROTOCOL_VERSION_KEY, REQUEST_VERSION,
     REQUEST_VERSION_KEY, RPC_METHOD_KEY,
@@ -34,7 +39,10 @@ use vgi::vgi_rpc::wire::{StreamReader, StreamWriter};
 use vgi::vgi_rpc::{Bytes, DictString};
 use vgi::worker::Worker;
 use vgi::{RpcError, ipc, wire};
-use vgi_storage_vgi::VgiStorage;
+use vgi_storage::{
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, StorageError, default_hint,
+};
+use vgi_storage_vgi::{RetryPolicy, VgiStorage};
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -73,10 +81,11 @@ fn sink(db: &Path) -> Res {
 /// The source phase, in another process: read back everything the sink wrote.
 fn source(db: &Path) -> Res {
     let (mut worker, store) = worker_on(db)?;
-    worker.register_table(StoredState);
+    worker.register_table(STORED_STATE);
+    let server = worker.build_server();
     println!(
         "bind stored_state through the worker: column {}",
-        bind_through_the_worker(worker)?
+        bind(&server, "stored_state")??
     );
     let agg = store.kv_get(EXEC, b"agg:0").ok_or("agg:0 missing")?;
     let agg = u64::from_le_bytes(agg.as_slice().try_into()?);
@@ -94,17 +103,48 @@ fn source(db: &Path) -> Res {
     println!("queue empty");
     store.clear(EXEC);
     println!("cleared: {}", store.kv_get(EXEC, b"agg:0").is_none());
+
+    // The same worker on a store that fails: the adapter panics (after logging
+    // the whole error to stderr), vgi's RPC layer answers that one call with an
+    // error, and the worker serves the next call.
+    let broken = VgiStorage::new(Arc::new(Broken)).with_policy(RetryPolicy::NO_RETRY);
+    let mut worker = Worker::new();
+    worker.set_storage(broken.into_shared());
+    worker.register_table(STORED_STATE);
+    worker.register_table(CONSTANT);
+    let server = worker.build_server();
+    match bind(&server, "stored_state")? {
+        Ok(column) => return Err(format!("a broken store answered: column {column}").into()),
+        Err(message) => println!("on a broken store, bind stored_state fails: {message}"),
+    }
+    println!(
+        "and the same worker serves the next call: column {}",
+        bind(&server, "constant")??
+    );
     Ok(())
 }
 
-/// A table function whose bind reads the state the sink wrote, through the
-/// storage the worker hands it (`BindParams::storage`, the store installed by
-/// `set_storage`), and names its one output column after it.
-struct StoredState;
+/// A table function that names its one output column after the aggregate
+/// state of the scope it is given, read at bind from the storage the worker
+/// hands it (`BindParams::storage`, the store installed by `set_storage`); or,
+/// when `reads_storage` is off, a column named after itself.
+struct Probe {
+    name: &'static str,
+    reads_storage: bool,
+}
 
-impl TableFunction for StoredState {
+const STORED_STATE: Probe = Probe {
+    name: "stored_state",
+    reads_storage: true,
+};
+const CONSTANT: Probe = Probe {
+    name: "constant",
+    reads_storage: false,
+};
+
+impl TableFunction for Probe {
     fn name(&self) -> &str {
-        "stored_state"
+        self.name
     }
     fn metadata(&self) -> FunctionMetadata {
         FunctionMetadata::default()
@@ -118,39 +158,107 @@ impl TableFunction for StoredState {
         )]
     }
     fn on_bind(&self, params: &BindParams) -> vgi::Result<BindResponse> {
-        let store = params
-            .storage
-            .as_ref()
-            .ok_or_else(|| RpcError::runtime_error("the worker passed no storage to bind"))?;
-        let scope = params
-            .arguments
-            .const_str(0)
-            .ok_or_else(|| RpcError::runtime_error("stored_state takes a scope"))?;
-        let agg = store
-            .kv_get(scope.as_bytes(), b"agg:0")
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes);
+        let column = if self.reads_storage {
+            let store = params
+                .storage
+                .as_ref()
+                .ok_or_else(|| RpcError::runtime_error("the worker passed no storage to bind"))?;
+            let scope = params
+                .arguments
+                .const_str(0)
+                .ok_or_else(|| RpcError::runtime_error("stored_state takes a scope"))?;
+            let agg = store
+                .kv_get(scope.as_bytes(), b"agg:0")
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            format!("agg_{agg}")
+        } else {
+            self.name.to_owned()
+        };
         Ok(BindResponse {
-            output_schema: Arc::new(Schema::new(vec![Field::new(
-                format!("agg_{agg}"),
-                DataType::Int64,
-                true,
-            )])),
+            output_schema: Arc::new(Schema::new(vec![Field::new(column, DataType::Int64, true)])),
             opaque_data: Vec::new(),
         })
     }
     fn producer(&self, _params: &ProcessParams) -> vgi::Result<Box<dyn TableProducer>> {
-        Err(RpcError::runtime_error(
-            "stored_state is only bound in this example",
+        Err(RpcError::runtime_error("this example only binds"))
+    }
+}
+
+/// A store whose every call fails with a permanent error, to show what a
+/// worker does when storage breaks.
+struct Broken;
+
+impl Broken {
+    fn fail<T>(operation: &'static str) -> vgi_storage::Result<T> {
+        Err(StorageError::operation(
+            "broken:example",
+            operation,
+            ErrorKind::Corrupt,
+            default_hint(ErrorKind::Corrupt),
+            std::io::Error::other("every call of this store fails"),
         ))
     }
 }
 
-/// Serve one real `bind` request for `stored_state` through the worker's RPC
-/// server, as DuckDB would send it, and return the output column's name.
-fn bind_through_the_worker(worker: Worker) -> Res<String> {
+impl FunctionStorage for Broken {
+    fn name(&self) -> &str {
+        "broken:example"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    fn kv_get(&self, _: &[u8], _: &[u8]) -> vgi_storage::Result<Option<Vec<u8>>> {
+        Self::fail("kv_get")
+    }
+    fn kv_put(&self, _: &[u8], _: &[u8], _: &[u8]) -> vgi_storage::Result<()> {
+        Self::fail("kv_put")
+    }
+    fn kv_del(&self, _: &[u8], _: &[u8]) -> vgi_storage::Result<()> {
+        Self::fail("kv_del")
+    }
+    fn kv_compare_and_swap(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: Option<&[u8]>,
+        _: Option<&[u8]>,
+    ) -> vgi_storage::Result<bool> {
+        Self::fail("kv_compare_and_swap")
+    }
+    fn append(&self, _: &[u8], _: &[u8], _: &[u8], _: &[u8]) -> vgi_storage::Result<i64> {
+        Self::fail("append")
+    }
+    fn scan(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: &[u8],
+        _: i64,
+        _: usize,
+    ) -> vgi_storage::Result<Vec<LogEntry>> {
+        Self::fail("scan")
+    }
+    fn queue_push(&self, _: &[u8], _: &[Vec<u8>]) -> vgi_storage::Result<()> {
+        Self::fail("queue_push")
+    }
+    fn queue_pop(&self, _: &[u8]) -> vgi_storage::Result<Option<Vec<u8>>> {
+        Self::fail("queue_pop")
+    }
+    fn clear(&self, _: &[u8]) -> vgi_storage::Result<()> {
+        Self::fail("clear")
+    }
+    fn gc(&self, _: Duration) -> vgi_storage::Result<GcReport> {
+        Self::fail("gc")
+    }
+}
+
+/// Serve one real `bind` request for `function` (with the scope as its
+/// argument) through the worker's RPC server, framed as DuckDB sends it.
+/// Returns the output column's name, or the error the worker answered.
+fn bind(server: &RpcServer, function: &str) -> Res<Result<String, String>> {
     let bind = BindRequest {
-        function_name: "stored_state".to_owned(),
+        function_name: function.to_owned(),
         arguments: Bytes::from(Arguments::serialize_positional(&[
             Arc::new(StringArray::from(vec![
                 String::from_utf8_lossy(EXEC).into_owned(),
@@ -194,15 +302,16 @@ fn bind_through_the_worker(worker: Worker) -> Res<String> {
     writer.finish()?;
     drop(writer);
 
-    let server = worker.build_server();
     let mut reply = Vec::new();
     server.serve_one(&mut Cursor::new(body), &mut reply)?;
 
     let mut reader = StreamReader::new(Cursor::new(reply))?;
     while let Some((batch, metadata)) = reader.read_next()? {
         if metadata.get(LOG_LEVEL_KEY).map(String::as_str) == Some("EXCEPTION") {
-            let message = metadata.get(LOG_MESSAGE_KEY).cloned().unwrap_or_default();
-            return Err(format!("bind failed: {message}").into());
+            return Ok(Err(metadata
+                .get(LOG_MESSAGE_KEY)
+                .cloned()
+                .unwrap_or_default()));
         }
         let Some(result) = batch.column_by_name("result") else {
             continue;
@@ -213,7 +322,7 @@ fn bind_through_the_worker(worker: Worker) -> Res<String> {
             .ok_or("the bind result is not binary")?;
         let response: BindResponseDto = wire::from_batch(&ipc::read_batch(bytes.value(0))?)?;
         let schema = ipc::read_schema(&response.output_schema.0)?;
-        return Ok(schema.field(0).name().clone());
+        return Ok(Ok(schema.field(0).name().clone()));
     }
     Err("the worker sent no bind result".into())
 }
@@ -225,32 +334,39 @@ popped task-a
 popped task-b
 queue empty
 cleared: true
+on a broken store, bind stored_state fails: handler panicked
+and the same worker serves the next call: column constant
 ";
 
-fn run_role(role: &str, db: &Path) -> Res<String> {
+/// What the source's stderr must hold: the adapter's panic message, with the
+/// store's error and its source, where the operator reads it.
+const EXPECTED_IN_STDERR: &str =
+    "vgi-storage: kv_get on store broken:example failed after 1 attempt";
+
+/// Run this program as `role` on `db`; its stdout and stderr.
+fn run_role(role: &str, db: &Path) -> Res<(String, String)> {
     let out = Command::new(std::env::current_exe()?)
         .arg(role)
         .arg(db)
         .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        return Err(format!(
-            "{role} process failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("{role} process failed ({}): {stderr}", out.status).into());
     }
-    Ok(String::from_utf8(out.stdout)?)
+    Ok((String::from_utf8(out.stdout)?, stderr))
 }
 
 fn drive() -> Res {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("state.db");
-    print!("{}", run_role("sink", &db)?);
-    let read = run_role("source", &db)?;
+    print!("{}", run_role("sink", &db)?.0);
+    let (read, stderr) = run_role("source", &db)?;
     print!("{read}");
     if read != EXPECTED {
         return Err(format!("the source process read\n{read}\nexpected\n{EXPECTED}").into());
+    }
+    if !stderr.contains(EXPECTED_IN_STDERR) {
+        return Err(format!("the source's stderr lacks the storage error:\n{stderr}").into());
     }
     println!("vgi worker example: ok (vgi 0.48, two processes, one SQLite file)");
     Ok(())
