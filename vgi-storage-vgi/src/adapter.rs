@@ -163,8 +163,10 @@ impl vgi::storage::FunctionStorage for VgiStorage {
     }
 
     /// A sweep that fails is logged, not raised: `gc` loses nothing by
-    /// stopping (the next pass finishes the work), and `vgi` runs it when it
-    /// builds its default store, outside any request a panic could fail alone.
+    /// stopping (the next pass finishes the work), and it runs outside any
+    /// request (`vgi` itself calls it only in `default_storage`, on its own
+    /// store; a host sweeps from a timer or at start-up), where a panic would
+    /// not be caught per call.
     fn gc(&self, ttl: Duration) {
         match self
             .policy
