@@ -287,3 +287,72 @@ fn a_failed_gc_pass_does_not_panic() {
     vgi.kv_put(b"s", b"k", b"v");
     assert_eq!(vgi.kv_get(b"s", b"k").as_deref(), Some(&b"v"[..]));
 }
+
+/// An event as the recorder keeps it: its level and every field, as text.
+type Recorded = (tracing::Level, Vec<(String, String)>);
+
+/// A subscriber that keeps every event it sees; clones share the list.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<Recorded>>>);
+
+struct Fields(Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        if let Ok(mut events) = self.0.lock() {
+            events.push((*event.metadata().level(), fields.0));
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Before panicking, the adapter emits an error event with the store, the
+/// operation and the whole error, for workers whose panics go unseen.
+#[test]
+fn a_failure_is_a_tracing_error_event_before_the_panic() {
+    let recorder = Recorder::default();
+    let store = Faulty::new(ErrorKind::StorageFull, u32::MAX);
+    let vgi = adapter(&store, QUICK);
+    let panicked = tracing::subscriber::with_default(recorder.clone(), || {
+        panic_message(|| vgi.kv_put(b"s", b"k", b"v"))
+    });
+    assert!(panicked.is_some());
+    let events = recorder.0.lock().map(|e| e.clone()).unwrap_or_default();
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(errors.len(), 1, "{events:?}");
+    let field = |name: &str| {
+        errors[0]
+            .1
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("store"), "faulty:test");
+    assert_eq!(field("operation"), "kv_put");
+    assert_eq!(field("kind"), "StorageFull");
+    assert!(field("error").contains("injected fault"), "{events:?}");
+}
