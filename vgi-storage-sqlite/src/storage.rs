@@ -13,7 +13,7 @@ use vgi_storage_core::{
 };
 
 use crate::config::{Options, SqliteBuilder};
-use crate::error::{self, BACKEND};
+use crate::error::{self, BACKEND, Failed};
 use crate::schema;
 use crate::turn::Turn;
 
@@ -180,7 +180,7 @@ impl SqliteStorage {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let conn = self.writer();
-        let result = f(&conn);
+        let result = f(&conn).map_err(Failed::from);
         self.after_write(result.is_ok());
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
@@ -195,7 +195,8 @@ impl SqliteStorage {
             f(&self.writer())
         } else {
             self.readers.with(f)
-        };
+        }
+        .map_err(Failed::from);
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
@@ -354,7 +355,7 @@ fn open_writer(name: &str, path: &Path, options: &Options, turn: &TurnSlot) -> R
     }
     if found < schema::VERSION {
         let found = in_write_tx(&conn, || schema::migrate(&conn));
-        let found = found.map_err(fail)?;
+        let found = found.map_err(|f| fail(f.err))?;
         if found > schema::VERSION {
             return Err(newer_version(name, path, found));
         }
@@ -403,10 +404,13 @@ fn check_whole_pages(name: &str, path: &Path, conn: &Connection) -> Result<()> {
 /// IMMEDIATE takes the write lock up front (waiting in the busy handler), so a
 /// transaction that reads before it writes can never fail half-way with an
 /// unrecoverable SQLITE_BUSY.
+///
+/// A failure is converted to [`Failed`] before the rollback runs, so the
+/// errno it keeps is the failing call's.
 fn in_write_tx<T>(
     conn: &Connection,
     f: impl FnOnce() -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+) -> std::result::Result<T, Failed> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let guard = Rollback(conn);
     let out = f()?;
@@ -680,10 +684,22 @@ impl FunctionStorage for SqliteStorage {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         // One statement claims the oldest item atomically (see `write_one`).
+        // In autocommit SQLite commits when the statement finishes, and a
+        // failed commit (a full disk while a reader pins the WAL) is reported
+        // by the step that finishes it, not by the step that returned the row:
+        // `query_row` stops after the row and never sees it. Step to the end,
+        // so an item is handed out only once the commit that removed it
+        // succeeded; a failed commit rolls the delete back and is an `Err`.
         self.write_one("queue_pop", |conn| {
-            conn.prepare_cached(QUEUE_POP)?
-                .query_row([scope], |r| r.get(0))
-                .optional()
+            let mut stmt = conn.prepare_cached(QUEUE_POP)?;
+            let mut rows = stmt.query([scope])?;
+            let item = match rows.next()? {
+                Some(row) => Some(row.get::<_, Vec<u8>>(0)?),
+                None => None,
+            };
+            // The pop deletes at most one row: this step finishes the statement.
+            while rows.next()?.is_some() {}
+            Ok(item)
         })
     }
 

@@ -230,3 +230,105 @@ fn disk_full_child() -> TestResult {
     }
     Err("the disk never filled".into())
 }
+
+const POP_CHILD_ENV: &str = "VGI_SQLITE_POP_FULL_CHILD";
+
+/// Run the ignored test `child` of this binary in a child process whose file
+/// size limit is `limit_blocks` 512-byte blocks, SIGXFSZ ignored (so write(2)
+/// fails with EFBIG), with `env` set to `path`; returns its stdout.
+fn run_capped_child(
+    child: &str,
+    env: &str,
+    path: &Path,
+    limit_blocks: u64,
+) -> std::result::Result<String, Box<dyn std::error::Error>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_blocks}; exec \"$0\" \"$@\""
+        ))
+        .arg(std::env::current_exe()?)
+        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env, path)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// `queue_pop` ran `DELETE ... RETURNING` in autocommit and read the row with
+/// `query_row`, so the commit (done when the statement is reset) was never
+/// checked: with the disk full while another connection held a read
+/// transaction, every pop returned `Ok(Some(head))` and the head stayed
+/// queued, to be handed out again to every consumer. A pop must hand out its
+/// item only once its commit succeeded: a failed commit is `StorageFull` and
+/// the item stays queued, popped later exactly once.
+#[test]
+fn a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    let items: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
+    {
+        let store = SqliteStorage::open(&path)?;
+        store.queue_push(b"q", &items)?;
+    }
+    let limit_blocks = std::fs::metadata(&path)?.len() / 512 + 400;
+    let stdout = run_capped_child("pop_full_child", POP_CHILD_ENV, &path, limit_blocks)?;
+    let mut handed_out = Vec::new();
+    let mut failed = 0;
+    for line in stdout.lines() {
+        if let Some(i) = line.strip_prefix("child: popped ") {
+            handed_out.push(i.parse::<u8>()?);
+        } else if let Some(kind) = line.strip_prefix("child: pop failed ") {
+            assert_eq!(kind, "StorageFull", "{stdout}");
+            failed += 1;
+        }
+    }
+    assert!(failed >= 5, "no pop met the full disk: {stdout}");
+    let store = SqliteStorage::open(&path)?;
+    let left = store.queue_drain(b"q")?;
+    let mut all: Vec<Vec<u8>> = handed_out.iter().map(|i| vec![*i; 100]).collect();
+    all.extend(left);
+    assert_eq!(
+        all, items,
+        "items handed out by the child then still queued, or lost: handed out {handed_out:?}"
+    );
+    Ok(())
+}
+
+/// The child half of `a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out`.
+#[test]
+#[ignore = "run as a child process by a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out"]
+fn pop_full_child() -> TestResult {
+    let Some(path) = std::env::var_os(POP_CHILD_ENV) else {
+        return Ok(());
+    };
+    let store = SqliteStorage::open(&path)?;
+    // A reader holding a snapshot keeps the WAL from being restarted, so
+    // every commit needs room at its end.
+    let reader = Connection::open(&path)?;
+    reader.execute_batch("BEGIN")?;
+    let _: i64 = reader.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    let value = vec![7u8; 4096];
+    let mut full = false;
+    for _ in 0..10_000 {
+        if let Err(err) = store.append(b"fill", b"", b"", &value) {
+            assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the disk never filled");
+    for _ in 0..8 {
+        match store.queue_pop(b"q") {
+            Ok(Some(item)) => println!("child: popped {}", item[0]),
+            Ok(None) => println!("child: queue empty"),
+            Err(err) => println!("child: pop failed {:?}", err.kind()),
+        }
+    }
+    Ok(())
+}
