@@ -726,7 +726,19 @@ impl FunctionStorage for SqliteStorage {
                     clear_on(conn, scope)?;
                 }
                 Ok(stale)
-            })?;
+            });
+            // The batches before this one committed: their scopes are gone,
+            // and the error must say so (see `FunctionStorage::gc`).
+            let removed = match removed {
+                Ok(removed) => removed,
+                Err(source) => {
+                    return Err(StorageError::GcInterrupted {
+                        store: self.name.clone(),
+                        removed: report.scopes,
+                        source: Box::new(source),
+                    });
+                }
+            };
             let done = (removed.len() as i64) < GC_BATCH;
             report.scopes.extend(removed);
             if done {

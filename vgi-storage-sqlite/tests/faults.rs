@@ -332,3 +332,45 @@ fn pop_full_child() -> TestResult {
     }
     Ok(())
 }
+
+/// `gc` commits in batches of 512 scopes; when a later batch failed, the call
+/// returned a plain `Err` and the scopes the earlier batches had removed were
+/// reported nowhere, although they were gone. A failed step must return
+/// `GcInterrupted` listing exactly the scopes already removed, every other
+/// scope untouched, and a second `gc` must finish the work.
+#[test]
+fn a_gc_that_fails_partway_reports_the_scopes_it_removed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    let clock = vgi_storage_core::ManualClock::starting_now();
+    let store = SqliteStorage::builder(&path)
+        .clock(std::sync::Arc::new(clock.clone()))
+        .open()?;
+    let scopes: Vec<Vec<u8>> = (0..700).map(|i| format!("s{i:04}").into_bytes()).collect();
+    for scope in &scopes {
+        store.kv_put(scope, b"k", b"v")?;
+    }
+    clock.advance(Duration::from_secs(10));
+    // The 601st scope deleted, counted across transactions, fails its statement.
+    let conn = Connection::open(&path)?;
+    conn.execute_batch(
+        "CREATE TABLE fault_count (n INTEGER NOT NULL); INSERT INTO fault_count VALUES (0);
+         CREATE TRIGGER fault AFTER DELETE ON vgi_scope BEGIN
+           UPDATE fault_count SET n = n + 1;
+           SELECT RAISE(ABORT, 'injected fault') WHERE (SELECT n FROM fault_count) > 600;
+         END;",
+    )?;
+    let err = store.gc(Duration::from_secs(1)).err().ok_or("gc passed the fault")?;
+    let vgi_storage_core::StorageError::GcInterrupted { removed, .. } = &err else {
+        return Err(format!("not GcInterrupted: {err:?}").into());
+    };
+    assert_eq!(removed.len(), 512, "{err}");
+    for scope in &scopes {
+        let present = store.kv_get(scope, b"k")?.is_some();
+        assert_eq!(present, !removed.contains(scope), "{scope:?}");
+    }
+    conn.execute_batch("DROP TRIGGER fault")?;
+    let rest = store.gc(Duration::from_secs(1))?;
+    assert_eq!(rest.scopes.len() + removed.len(), scopes.len());
+    Ok(())
+}
