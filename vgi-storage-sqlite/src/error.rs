@@ -65,18 +65,20 @@ fn classify_with_errno(err: &rusqlite::Error, errno: Option<i32>) -> ErrorKind {
         // Only a full disk, a quota or a file-size cap is StorageFull; the
         // other failures of a system call (EIO above all) are Io, and a file
         // made read-only under an open store is ReadOnly.
-        ffi::ErrorCode::SystemIoFailure => match errno.map(|n| io::Error::from_raw_os_error(n).kind()) {
-            _ if e.extended_code == ffi::SQLITE_IOERR_NOMEM => ErrorKind::Other,
-            Some(
-                io::ErrorKind::StorageFull
-                | io::ErrorKind::QuotaExceeded
-                | io::ErrorKind::FileTooLarge,
-            ) => ErrorKind::StorageFull,
-            Some(io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) => {
-                ErrorKind::ReadOnly
+        ffi::ErrorCode::SystemIoFailure => {
+            match errno.map(|n| io::Error::from_raw_os_error(n).kind()) {
+                _ if e.extended_code == ffi::SQLITE_IOERR_NOMEM => ErrorKind::Other,
+                Some(
+                    io::ErrorKind::StorageFull
+                    | io::ErrorKind::QuotaExceeded
+                    | io::ErrorKind::FileTooLarge,
+                ) => ErrorKind::StorageFull,
+                Some(io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) => {
+                    ErrorKind::ReadOnly
+                }
+                _ => ErrorKind::Io,
             }
-            _ => ErrorKind::Io,
-        },
+        }
         _ => ErrorKind::Other,
     }
 }
@@ -279,7 +281,11 @@ mod tests {
             (Some(1), ErrorKind::ReadOnly),      // EPERM
             (Some(30), ErrorKind::ReadOnly),     // EROFS
         ];
-        for code in [ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_IOERR_FSYNC, ffi::SQLITE_IOERR_TRUNCATE] {
+        for code in [
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_TRUNCATE,
+        ] {
             for (errno, kind) in cases {
                 let failed = Failed {
                     err: failure(code),

@@ -248,7 +248,13 @@ fn run_capped_child(
             "trap '' XFSZ; ulimit -f {limit_blocks}; exec \"$0\" \"$@\""
         ))
         .arg(std::env::current_exe()?)
-        .args(["--exact", child, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(env, path)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -360,7 +366,10 @@ fn a_gc_that_fails_partway_reports_the_scopes_it_removed() -> TestResult {
            SELECT RAISE(ABORT, 'injected fault') WHERE (SELECT n FROM fault_count) > 600;
          END;",
     )?;
-    let err = store.gc(Duration::from_secs(1)).err().ok_or("gc passed the fault")?;
+    let err = store
+        .gc(Duration::from_secs(1))
+        .err()
+        .ok_or("gc passed the fault")?;
     let vgi_storage_core::StorageError::GcInterrupted { removed, .. } = &err else {
         return Err(format!("not GcInterrupted: {err:?}").into());
     };
