@@ -61,7 +61,6 @@ fn classify_with_errno(err: &rusqlite::Error, errno: Option<i32>) -> ErrorKind {
             ErrorKind::PermissionDenied
         }
         ffi::ErrorCode::TooBig => ErrorKind::TooLarge,
-        ffi::ErrorCode::OutOfMemory => ErrorKind::Other,
         // Only a full disk, a quota or a file-size cap is StorageFull; the
         // other failures of a system call (EIO above all) are Io, and a file
         // made read-only under an open store is ReadOnly.
