@@ -171,6 +171,33 @@ pub(crate) fn op_error(
     StorageError::operation(store, operation, kind, hint, err)
 }
 
+/// A call refused because an earlier write failed with `kind` (redb's
+/// `PreviousIo`): the store stays unusable until reopened.
+pub(crate) fn previous_io_error(
+    store: &str,
+    operation: &'static str,
+    kind: ErrorKind,
+    err: redb::Error,
+) -> StorageError {
+    let hint = match kind {
+        ErrorKind::StorageFull => {
+            "an earlier write found the disk, a quota or a file size limit full, and redb \
+             refuses every call until the store is reopened; free space, then drop the store \
+             and open it again"
+        }
+        ErrorKind::ReadOnly => {
+            "an earlier write found the store's file read-only, and redb refuses every call \
+             until the store is reopened; fix permissions, then drop the store and open it again"
+        }
+        _ => {
+            "an earlier write failed with an I/O error, and redb refuses every call until the \
+             store is reopened; check the disk and the system log, then drop the store and open \
+             it again"
+        }
+    };
+    StorageError::operation(store, operation, kind, hint, err)
+}
+
 /// A store state this backend does not accept (schema version, counters).
 pub(crate) fn schema_error(store: &str, path: &Path, found: u64, supported: u64) -> StorageError {
     let err = io::Error::new(

@@ -4,6 +4,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::slice;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -12,7 +13,7 @@ use vgi_storage_core::{
     StorageError, check_value_len, dirs, system_clock,
 };
 
-use crate::error::{op_error, open_error, open_io_error, schema_error};
+use crate::error::{op_error, open_error, open_io_error, previous_io_error, schema_error};
 use crate::group::Group;
 use crate::ops::{
     KV, LOG, META, NEXT_ID, NEXT_SEQ, Op, QUEUE, Reply, SCHEMA, SCHEMA_VERSION, TOUCH,
@@ -197,6 +198,7 @@ impl RedbBuilder {
             max_value_len: self.max_value_len,
             busy_timeout: self.busy_timeout,
             group: Group::default(),
+            io_fault: OnceLock::new(),
         })
     }
 }
@@ -267,6 +269,9 @@ pub struct RedbStorage {
     max_value_len: usize,
     busy_timeout: Duration,
     group: Group,
+    /// The kind of the first failed write: redb refuses every later call with
+    /// `PreviousIo` until reopened, and those calls fail for that same cause.
+    io_fault: OnceLock<ErrorKind>,
 }
 
 impl fmt::Debug for RedbStorage {
@@ -323,7 +328,7 @@ impl RedbStorage {
     pub fn check_integrity(&mut self) -> Result<bool> {
         self.db
             .check_integrity()
-            .map_err(|e| op_error(&self.name, "check_integrity", e))
+            .map_err(|e| self.error("check_integrity", e))
     }
 
     fn write(&self, op: Op<'_>) -> Result<Reply> {
@@ -335,22 +340,21 @@ impl RedbStorage {
     fn run(&self, ops: &[Op<'_>]) -> Vec<Result<Reply>> {
         match self.commit(ops) {
             Ok(replies) => replies.into_iter().map(Ok).collect(),
-            Err(e) if ops.len() == 1 => vec![Err(op_error(&self.name, ops[0].name(), e))],
+            Err(e) if ops.len() == 1 => vec![Err(self.error(ops[0].name(), e))],
             // The lock stayed taken past the timeout: committing each write alone
             // would only wait the timeout again, once per write.
             Err(redb::Error::WouldBlock) => ops
                 .iter()
-                .map(|op| Err(op_error(&self.name, op.name(), redb::Error::WouldBlock)))
+                .map(|op| Err(self.error(op.name(), redb::Error::WouldBlock)))
                 .collect(),
             Err(_) => ops
                 .iter()
                 .map(|op| {
                     self.commit(slice::from_ref(op))
-                        .map_err(|e| op_error(&self.name, op.name(), e))
+                        .map_err(|e| self.error(op.name(), e))
                         .and_then(|mut replies| {
                             replies.pop().ok_or_else(|| {
-                                op_error(
-                                    &self.name,
+                                self.error(
                                     op.name(),
                                     redb::Error::Corrupted("no reply from a commit".into()),
                                 )
@@ -422,15 +426,29 @@ impl RedbStorage {
         operation: &'static str,
         f: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| op_error(&self.name, operation, e))?;
-        f(&txn).map_err(|e| op_error(&self.name, operation, e))
+        let txn = self.db.begin_read().map_err(|e| self.error(operation, e))?;
+        f(&txn).map_err(|e| self.error(operation, e))
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
         check_value_len(&self.name, self.max_value_len, len)
+    }
+
+    /// Map an error of `operation`; a `PreviousIo` gets the kind of the write
+    /// failure that caused it (a full disk stays `StorageFull`, not `Io`).
+    fn error(&self, operation: &'static str, err: impl Into<redb::Error>) -> StorageError {
+        let err: redb::Error = err.into();
+        if matches!(err, redb::Error::PreviousIo) {
+            if let Some(kind) = self.io_fault.get() {
+                return previous_io_error(&self.name, operation, *kind, err);
+            }
+        }
+        let is_io = matches!(err, redb::Error::Io(_));
+        let mapped = op_error(&self.name, operation, err);
+        if is_io {
+            let _ = self.io_fault.set(mapped.kind());
+        }
+        mapped
     }
 }
 
