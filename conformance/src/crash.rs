@@ -44,6 +44,7 @@ fn key(k: usize) -> Vec<u8> {
 }
 
 /// Writer `w`'s first `n` calls; every value is unique to its call.
+#[allow(clippy::many_single_char_names)] // s, k, v, e, n as in the trait
 fn plan(seed: u64, w: usize, n: usize) -> Vec<Op> {
     let mut rng = Rng::new(seed ^ (w as u64).wrapping_mul(0x9E37_79B9));
     let mut last: Vec<Option<Vec<u8>>> = vec![None; KEYS];
@@ -75,7 +76,7 @@ fn plan(seed: u64, w: usize, n: usize) -> Vec<Op> {
                     last[k].clone()
                 };
                 let new = (rng.below(6) != 0).then(|| val(&mut rng));
-                last[k] = new.clone();
+                last[k].clone_from(&new);
                 Op::Cas(k, expected, new)
             }
             6..=8 => Op::Append(val(&mut rng)),
@@ -97,6 +98,7 @@ fn plan(seed: u64, w: usize, n: usize) -> Vec<Op> {
     ops
 }
 
+#[allow(clippy::many_single_char_names)] // s, k, v, e, n as in the trait
 fn execute(store: &dyn FunctionStorage, w: usize, op: &Op) -> Res {
     let s = scope(w);
     match op {
@@ -129,6 +131,7 @@ struct State {
 impl State {
     /// The state after `op`, assuming it succeeded; new log entries get id -1
     /// (their ids are unknown until read back).
+    #[allow(clippy::many_single_char_names)] // s, k, v, e, n as in the trait
     fn after(&self, op: &Op) -> Self {
         let mut s = self.clone();
         match op {
@@ -210,7 +213,7 @@ impl Account {
     }
 
     /// Account for writer `w`'s acknowledged call `i`.
-    fn ack(&mut self, w: usize, i: usize, op: &Op, got: Res) -> Result<(), String> {
+    fn ack(&mut self, w: usize, i: usize, op: &Op, got: &Res) -> Result<(), String> {
         let writer = &mut self.writers[w];
         if i != writer.next {
             return Err(format!(
@@ -232,7 +235,7 @@ impl Account {
         let want = match op {
             Op::Cas(k, e, _) => Res::Bool(before.kv.get(k) == e.as_ref()),
             Op::Append(_) | Op::AppendBatch(_) => {
-                let ids = match &got {
+                let ids = match got {
                     Res::Id(id) => vec![*id],
                     Res::Ids(ids) => ids.clone(),
                     other => return Err(format!("{op:?} returned {}", short(other))),
@@ -250,7 +253,7 @@ impl Account {
             Op::Pop => Res::Bytes(before.queue.front().cloned()),
             _ => Res::Unit,
         };
-        if got != want {
+        if *got != want {
             return Err(format!(
                 "writer {w} call {i} {}: returned {}, the model says {}",
                 short(op),
@@ -375,7 +378,7 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
     };
     let (rounds, writers) = rounds_and_writers(caps.shared_across_processes);
     let seed = child::seed();
-    let mut rng = Rng::new(seed ^ 0xc0ffee);
+    let mut rng = Rng::new(seed ^ 0x00c0_ffee);
     let context = |e: String| {
         Failure::new(format!(
             "seed {seed} (VGI_CONFORMANCE_SEED replays it): {e}"
@@ -401,13 +404,13 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
         if kill_after == 0 {
             thread::sleep(Duration::from_millis(rng.between(0, 30) as u64));
         }
-        let mut seen = 0;
+        let mut acks = 0;
         let mut eofs = 0;
         let mut killed = false;
         // Every line a writer wrote before it died is an acknowledgement: read
         // until each pipe is closed.
         while eofs < writers {
-            if !killed && seen >= kill_after {
+            if !killed && acks >= kill_after {
                 for job in &mut jobs {
                     job.kill();
                 }
@@ -435,15 +438,15 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
                 .get(i)
                 .ok_or_else(|| context(format!("writer {from} reported call {i}")))?;
             account
-                .ack(from, i, op, got)
+                .ack(from, i, op, &got)
                 .map_err(|e| context(format!("round {round}: {e}")))?;
-            seen += 1;
+            acks += 1;
         }
         drop(jobs);
         let store = open_store(run, &fx.reopened())?;
-        for w in 0..writers {
+        for (w, plan) in plans.iter().enumerate() {
             account
-                .resolve(&*store, w, &plans[w])
+                .resolve(&*store, w, plan)
                 .map_err(|f| context(format!("round {round}: {}", f.report())))?;
         }
     }

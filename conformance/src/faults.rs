@@ -75,6 +75,7 @@ fn value(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// The calls of one run, drawn from `seed`.
+#[allow(clippy::many_single_char_names)] // s, k, l, v, n as in the trait
 fn plan(seed: u64, n: usize) -> Vec<Op> {
     let mut rng = Rng::new(seed);
     // What the plan last wrote to each key, so a CAS often expects it.
@@ -333,11 +334,12 @@ impl Model {
 
     /// Replay one call's result; `fault` is the kind the fault may cause.
     #[allow(clippy::too_many_lines)]
-    fn apply(&mut self, op: &Op, got: Res, fault: Option<ErrorKind>) -> Result<(), String> {
+    #[allow(clippy::many_single_char_names)] // s, k, l, v, e, n as in the trait
+    fn apply(&mut self, op: &Op, got: &Res, fault: Option<ErrorKind>) -> Result<(), String> {
         if let Op::Gc(advance, _) = op {
             self.now += *advance as i64;
         }
-        if let Res::Err(kind, removed) = &got {
+        if let Res::Err(kind, removed) = got {
             let allowed = fault.map(|k| format!("{k:?}"));
             if allowed.as_deref() != Some(kind.as_str()) {
                 return Err(format!(
@@ -352,11 +354,11 @@ impl Model {
                 for s in removed {
                     let i = scope_index(s).ok_or("gc reported a scope never written")?;
                     let cutoff = gc_cutoff_millis(self.now, Duration::from_millis(*ttl));
-                    if !self
-                        .stamps
-                        .get(&i)
-                        .is_some_and(|t| cutoff.is_some_and(|c| *t < c))
-                    {
+                    let stale = matches!(
+                        (self.stamps.get(&i), cutoff),
+                        (Some(t), Some(c)) if *t < c
+                    );
+                    if !stale {
                         return Err(format!(
                             "an interrupted gc removed the fresh scope {}",
                             crate::harness::show(s)
@@ -372,7 +374,7 @@ impl Model {
         }
         let now = self.now;
         let want = |w: Res| -> Result<(), String> {
-            if got == w {
+            if *got == w {
                 Ok(())
             } else {
                 Err(format!(
@@ -405,14 +407,14 @@ impl Model {
                 }
             }
             Op::Append(s, l, v) => {
-                let Res::Id(id) = got else {
+                let &Res::Id(id) = got else {
                     return want(Res::Id(0));
                 };
                 self.record_ids((*s, *l), &[id], std::slice::from_ref(v))?;
                 self.stamps.insert(*s, now);
             }
             Op::AppendBatch(s, l, vs) => {
-                let Res::Ids(ids) = &got else {
+                let Res::Ids(ids) = got else {
                     return want(Res::Ids(Vec::new()));
                 };
                 self.record_ids((*s, *l), ids, vs)?;
@@ -449,7 +451,7 @@ impl Model {
                     .filter(|(_, t)| cutoff.is_some_and(|c| **t < c))
                     .map(|(s, _)| *s)
                     .collect();
-                let Res::Scopes(removed) = &got else {
+                let Res::Scopes(removed) = got else {
                     return want(Res::Scopes(Vec::new()));
                 };
                 let removed_ix: BTreeSet<usize> =
@@ -477,6 +479,7 @@ impl Model {
     }
 
     /// The store must hold exactly the model's state; drains every queue.
+    #[allow(clippy::needless_range_loop)] // the indices are the model's keys
     fn compare(&self, store: &dyn FunctionStorage) -> Result<(), Failure> {
         for s in 0..SCOPES.len() {
             for k in 0..KEYS.len() {
@@ -621,7 +624,7 @@ pub(crate) fn writes_on_a_full_disk_take_full_effect_or_none(run: &Run<'_>) -> C
                 .get(i)
                 .ok_or_else(|| context(format!("the child reported call {i} of {n}")))?;
             model
-                .apply(op, got, Some(ErrorKind::StorageFull))
+                .apply(op, &got, Some(ErrorKind::StorageFull))
                 .map_err(|e| context(format!("call #{i}: {e}")))?;
         }
         job.wait()?;
@@ -706,7 +709,7 @@ pub(crate) fn writes_on_a_read_only_store_take_full_effect_or_none(run: &Run<'_>
             let got = execute(st, fx.manual_clock(), op);
             let fault = frozen.is_some().then_some(ErrorKind::ReadOnly);
             model
-                .apply(op, got, fault)
+                .apply(op, &got, fault)
                 .map_err(|e| context(format!("call #{i}: {e}")))?;
         }
         drop(frozen);

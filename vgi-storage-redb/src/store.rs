@@ -438,10 +438,10 @@ impl RedbStorage {
     /// failure that caused it (a full disk stays `StorageFull`, not `Io`).
     fn error(&self, operation: &'static str, err: impl Into<redb::Error>) -> StorageError {
         let err: redb::Error = err.into();
-        if matches!(err, redb::Error::PreviousIo) {
-            if let Some(kind) = self.io_fault.get() {
-                return previous_io_error(&self.name, operation, *kind, err);
-            }
+        if matches!(err, redb::Error::PreviousIo)
+            && let Some(kind) = self.io_fault.get()
+        {
+            return previous_io_error(&self.name, operation, *kind, err);
         }
         let is_io = matches!(err, redb::Error::Io(_));
         let mapped = op_error(&self.name, operation, err);
