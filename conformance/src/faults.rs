@@ -650,7 +650,14 @@ struct Frozen(Vec<PathBuf>);
 
 impl Frozen {
     fn freeze(dir: &Path) -> Result<Result<Self, String>, Failure> {
-        let mut paths = child::files_in(dir)?;
+        // A file this process maps shared and writable (SQLite's -shm) is
+        // memory, not storage: a write to such a mapping of an immutable file
+        // is a SIGBUS, which no store can turn into an error. It stays writable.
+        let mapped = shared_writable_mappings();
+        let mut paths: Vec<PathBuf> = child::files_in(dir)?
+            .into_iter()
+            .filter(|p| !mapped.iter().any(|m| m == p))
+            .collect();
         paths.push(dir.to_path_buf());
         let ok = Command::new("chattr")
             .arg("+i")
@@ -664,6 +671,21 @@ impl Frozen {
             Ok(Err("chattr +i failed (is chattr installed, and does the file system support the immutable attribute?)".into()))
         }
     }
+}
+
+/// The files this process maps shared and writable, from `/proc/self/maps`
+/// (none where it cannot be read).
+fn shared_writable_mappings() -> Vec<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let perms = fields.nth(1)?;
+            let path = fields.nth(3)?;
+            (perms.contains('w') && perms.contains('s') && path.starts_with('/'))
+                .then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 impl Drop for Frozen {
