@@ -26,12 +26,15 @@ enum Fault {
     HandsSomePoppedItemsOutTwice,
 }
 
+/// A buffered `kv_put`: scope, key, value.
+type Put = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// SQLite, with one [`Fault`].
 struct Faulty {
     inner: SqliteStorage,
     fault: Fault,
     pops: AtomicUsize,
-    pending: Mutex<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>,
+    pending: Mutex<Vec<Put>>,
 }
 
 impl Faulty {
