@@ -373,6 +373,15 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
             "the backend is not durable (capabilities().durable is false)".into(),
         ));
     }
+    // The writers are other processes: the store must live outside this one,
+    // in files (declared) or behind a server shared across processes.
+    if !fx.is_file_backed() && !caps.shared_across_processes {
+        return Ok(Outcome::Skipped(
+            "another process cannot open the store: it is neither declared file-backed \
+             (Fixture::declare_file_backed) nor shared across processes"
+                .into(),
+        ));
+    }
     let test_name = match child::test_name(run) {
         Ok(name) => name,
         Err(skip) => return Ok(skip),
