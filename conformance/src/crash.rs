@@ -362,25 +362,39 @@ fn open_store(run: &Run<'_>, fx: &Fixture) -> Result<SharedStorage, Failure> {
     run.open(fx)
 }
 
-pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult {
-    let scratch = run.scratch()?;
-    let fx = &scratch.fx;
-    let store = open_store(run, fx)?;
-    let caps = store.capabilities();
-    drop(store);
+/// Why the writer check does not apply to this store, if it does not.
+fn writers_skip(fx: &Fixture, caps: vgi_storage_core::Capabilities) -> Option<Outcome> {
     if !caps.durable {
-        return Ok(Outcome::Skipped(
+        return Some(Outcome::Skipped(
             "the backend is not durable (capabilities().durable is false)".into(),
         ));
     }
     // The writers are other processes: the store must live outside this one,
     // in files (declared) or behind a server shared across processes.
     if !fx.is_file_backed() && !caps.shared_across_processes {
-        return Ok(Outcome::Skipped(
+        return Some(Outcome::Skipped(
             "another process cannot open the store: it is neither declared file-backed \
              (Fixture::declare_file_backed) nor shared across processes"
                 .into(),
         ));
+    }
+    None
+}
+
+/// A writer's report line: `a <call> <result>`.
+fn parse_ack(text: &str) -> Option<(usize, Res)> {
+    let (i, r) = text.strip_prefix("a ")?.split_once(' ')?;
+    Some((i.parse().ok()?, Res::decode(r)?))
+}
+
+pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult {
+    let scratch = run.scratch()?;
+    let fx = &scratch.fx;
+    let store = open_store(run, fx)?;
+    let caps = store.capabilities();
+    drop(store);
+    if let Some(skip) = writers_skip(fx, caps) {
+        return Ok(skip);
     }
     let test_name = match child::test_name(run) {
         Ok(name) => name,
@@ -439,11 +453,7 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
                 // It ran its whole plan while this thread was not looking.
                 continue;
             }
-            let parsed = text
-                .strip_prefix("a ")
-                .and_then(|t| t.split_once(' '))
-                .and_then(|(i, r)| Some((i.parse::<usize>().ok()?, Res::decode(r)?)));
-            let Some((i, got)) = parsed else {
+            let Some((i, got)) = parse_ack(&text) else {
                 return Err(context(format!(
                     "writer {from} reported a bad line {text:?}"
                 )));

@@ -142,7 +142,7 @@ fn plan(seed: u64, n: usize) -> Vec<Op> {
 }
 
 /// What one call returned, as the child reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Res {
     Unit,
     Bool(bool),
@@ -153,6 +153,27 @@ pub(crate) enum Res {
     Entries(Vec<LogEntry>),
     /// An error of `kind`; `removed` lists the scopes a `GcInterrupted` removed.
     Err(String, Vec<Vec<u8>>),
+}
+
+impl std::fmt::Debug for Res {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::harness::show;
+        match self {
+            Res::Unit => f.write_str("Ok(())"),
+            Res::Bool(b) => write!(f, "Ok({b})"),
+            Res::Id(id) => write!(f, "Ok(id {id})"),
+            Res::Ids(ids) => write!(f, "Ok(ids {ids:?})"),
+            Res::Bytes(None) => f.write_str("Ok(None)"),
+            Res::Bytes(Some(b)) => write!(f, "Ok(Some({}))", show(b)),
+            Res::Scopes(s) => write!(f, "Ok(scopes {:?})", shown(s)),
+            Res::Entries(e) => write!(
+                f,
+                "Ok(entries {:?})",
+                e.iter().map(|e| (e.id, show(&e.value))).collect::<Vec<_>>()
+            ),
+            Res::Err(kind, removed) => write!(f, "Err({kind}, removed {:?})", shown(removed)),
+        }
+    }
 }
 
 fn x(bytes: &[u8]) -> String {
