@@ -335,7 +335,11 @@ impl Account {
 /// Rounds of kills and writer processes: deep runs kill at least 200 processes.
 fn rounds_and_writers(shared: bool) -> (usize, usize) {
     let writers = if shared { 3 } else { 1 };
-    let rounds = if child::deep() { 200usize.div_ceil(writers) } else { 6 };
+    let rounds = if child::deep() {
+        200usize.div_ceil(writers)
+    } else {
+        6
+    };
     (rounds, writers)
 }
 

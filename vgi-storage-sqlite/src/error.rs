@@ -27,8 +27,19 @@ pub(crate) struct Failed {
 
 impl From<rusqlite::Error> for Failed {
     fn from(err: rusqlite::Error) -> Self {
-        let errno = match err.sqlite_error_code() {
-            Some(ffi::ErrorCode::SystemIoFailure | ffi::ErrorCode::DiskFull) => {
+        // Only the codes of a failed write-side system call set errno; for
+        // the others it would be stale.
+        let errno = match err.sqlite_error() {
+            Some(e)
+                if matches!(
+                    e.extended_code,
+                    ffi::SQLITE_IOERR_WRITE
+                        | ffi::SQLITE_IOERR_FSYNC
+                        | ffi::SQLITE_IOERR_DIR_FSYNC
+                        | ffi::SQLITE_IOERR_TRUNCATE
+                        | ffi::SQLITE_IOERR_SHMSIZE
+                ) =>
+            {
                 io::Error::last_os_error().raw_os_error()
             }
             _ => None,
