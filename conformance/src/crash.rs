@@ -134,6 +134,14 @@ impl State {
     #[allow(clippy::many_single_char_names)] // s, k, v, e, n as in the trait
     fn after(&self, op: &Op) -> Self {
         let mut s = self.clone();
+        s.apply(op);
+        s
+    }
+
+    /// Apply `op`, assuming it succeeded (new log entries get id -1).
+    #[allow(clippy::many_single_char_names)] // s, k, v, e, n as in the trait
+    fn apply(&mut self, op: &Op) {
+        let s = self;
         match op {
             Op::Put(k, v) => drop(s.kv.insert(*k, v.clone())),
             Op::Del(k) => drop(s.kv.remove(k)),
@@ -161,7 +169,6 @@ impl State {
             Op::Push(items) => s.queue.extend(items.iter().cloned()),
             Op::Pop => drop(s.queue.pop_front()),
         }
-        s
     }
 
     /// Whether `read` (ids known) is this state (ids -1 match any id).
@@ -230,27 +237,13 @@ impl Account {
             }
             return Err(format!("call {op:?} failed with {kind}"));
         }
-        let before = writer.state.clone();
-        let mut after = before.after(op);
+        // Judged against the state before the call, then applied in place
+        // (the state grows with the run: no copy per call).
+        let state = &writer.state;
         let want = match op {
-            Op::Cas(k, e, _) => Res::Bool(before.kv.get(k) == e.as_ref()),
-            Op::Append(_) | Op::AppendBatch(_) => {
-                let ids = match got {
-                    Res::Id(id) => vec![*id],
-                    Res::Ids(ids) => ids.clone(),
-                    other => return Err(format!("{op:?} returned {}", short(other))),
-                };
-                let from = before.log.len();
-                if ids.len() != after.log.len() - from {
-                    return Err(format!("{op:?} returned {} ids", ids.len()));
-                }
-                for (e, id) in after.log[from..].iter_mut().zip(ids) {
-                    e.id = id;
-                }
-                self.record_ids(&after.log, from)?;
-                got.clone()
-            }
-            Op::Pop => Res::Bytes(before.queue.front().cloned()),
+            Op::Cas(k, e, _) => Res::Bool(state.kv.get(k) == e.as_ref()),
+            Op::Append(_) | Op::AppendBatch(_) => got.clone(),
+            Op::Pop => Res::Bytes(state.queue.front().cloned()),
             _ => Res::Unit,
         };
         if *got != want {
@@ -261,8 +254,23 @@ impl Account {
                 short(&want)
             ));
         }
-        self.writers[w].state = after;
-        Ok(())
+        let ids = match (op, got) {
+            (Op::Append(_), Res::Id(id)) => vec![*id],
+            (Op::AppendBatch(vs), Res::Ids(ids)) if ids.len() == vs.len() => ids.clone(),
+            (Op::Append(_) | Op::AppendBatch(_), other) => {
+                return Err(format!("{} returned {}", short(op), short(other)));
+            }
+            _ => Vec::new(),
+        };
+        let from = writer.state.log.len();
+        writer.state.apply(op);
+        for (e, id) in writer.state.log[from..].iter_mut().zip(ids) {
+            e.id = id;
+        }
+        let log = std::mem::take(&mut self.writers[w].state.log);
+        let checked = self.record_ids(&log, from);
+        self.writers[w].state.log = log;
+        checked
     }
 
     /// After a kill: read writer `w`'s scope back, judge it against the state
