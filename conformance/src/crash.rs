@@ -427,6 +427,9 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
     };
     let mut kills = 0;
     for round in 0..rounds {
+        if child::deep() && round % 20 == 0 {
+            eprintln!("crash: round {round} of {rounds}");
+        }
         // Each round's children run at most this many calls: plan that far.
         let n = account.writers.iter().map(|w| w.next).max().unwrap_or(0) + 1000;
         let plans: Vec<Vec<Op>> = (0..writers).map(|w| plan(seed, w, n)).collect();
