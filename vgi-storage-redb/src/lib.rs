@@ -5,4 +5,4 @@ mod group;
 mod ops;
 mod store;
 
-pub use store::{Durability, MAX_VALUE_LEN, RedbBuilder, RedbStorage};
+pub use store::{DEFAULT_BUSY_TIMEOUT, Durability, MAX_VALUE_LEN, RedbBuilder, RedbStorage};
