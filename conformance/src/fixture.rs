@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vgi_storage_core::{ManualClock, Result, SharedClock, SharedStorage};
 
@@ -21,12 +22,15 @@ impl<F: Fn(&Fixture) -> Result<SharedStorage> + Sync> Factory for F {}
 ///   `gc` checks can move time.
 /// - [`is_reopen`](Fixture::is_reopen): `true` when the store was built before
 ///   from this fixture and must be opened again on the same data.
+/// - [`declare_file_backed`](Fixture::declare_file_backed): a store that keeps
+///   all its data in files under `dir()` calls it, and the fault checks run.
 #[derive(Debug, Clone)]
 pub struct Fixture {
     dir: PathBuf,
     name: String,
     clock: ManualClock,
     reopen: bool,
+    file_backed: Arc<AtomicBool>,
 }
 
 impl Fixture {
@@ -38,7 +42,25 @@ impl Fixture {
             name,
             clock,
             reopen,
+            file_backed: Arc::default(),
         }
+    }
+
+    /// Declare that the store keeps all its data in files directly under
+    /// [`dir`](Fixture::dir), and nowhere else.
+    ///
+    /// A factory calls it to opt in to the fault checks, which cap the size of
+    /// those files (`RLIMIT_FSIZE`) or make them read-only while the store is
+    /// open, and expect `StorageFull` or `ReadOnly` errors that leave nothing
+    /// half-written. The declaration holds for every reopen of the fixture.
+    pub fn declare_file_backed(&self) {
+        self.file_backed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the factory called [`declare_file_backed`](Fixture::declare_file_backed).
+    #[must_use]
+    pub fn is_file_backed(&self) -> bool {
+        self.file_backed.load(Ordering::SeqCst)
     }
 
     /// The check's directory.

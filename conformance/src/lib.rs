@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod child;
 mod concurrency;
+mod crash;
 mod durability;
 mod edge;
+mod faults;
 mod fixture;
 mod harness;
 mod inspect;
@@ -138,6 +141,14 @@ checks! {
     import_log_keeps_ids_above_the_mark_and_never_reuses_one => inspect::import_log_keeps_ids_above_the_mark_and_never_reuses_one;
     /// `append_batch` and `kv_put_batch` equal the single calls in order; empty batches are no-ops.
     batch_forms_equal_single_calls => edge::batch_forms_equal_single_calls;
+    /// With the file size capped partway (a full disk), every call takes full effect or none, and fails as `StorageFull` (file-backed backends).
+    writes_on_a_full_disk_take_full_effect_or_none => faults::writes_on_a_full_disk_take_full_effect_or_none;
+    /// With the store's files made read-only partway, every call takes full effect or none, and fails as `ReadOnly` (file-backed backends).
+    writes_on_a_read_only_store_take_full_effect_or_none => faults::writes_on_a_read_only_store_take_full_effect_or_none;
+    /// Writers killed at random moments lose no acknowledged write and leave unacknowledged ones whole or absent (durable backends).
+    acknowledged_writes_survive_sigkill => crash::acknowledged_writes_survive_sigkill;
+    /// Popping processes killed at random: no item popped twice, at most one lost in flight per kill (backends shared across processes).
+    queue_pop_loses_at_most_the_item_in_flight_per_kill => crash::queue_pop_loses_at_most_the_item_in_flight_per_kill;
     /// Random operation sequences give exactly the model's results (proptest, shrinking).
     model_matches_random_operations => model::model_matches_random_operations;
     /// The same with the store dropped and reopened at random points (durable backends).
@@ -295,6 +306,10 @@ macro_rules! conformance_suite {
             inspection_exports_every_entry_in_order_without_popping,
             import_log_keeps_ids_above_the_mark_and_never_reuses_one,
             batch_forms_equal_single_calls,
+            writes_on_a_full_disk_take_full_effect_or_none,
+            writes_on_a_read_only_store_take_full_effect_or_none,
+            acknowledged_writes_survive_sigkill,
+            queue_pop_loses_at_most_the_item_in_flight_per_kill,
             model_matches_random_operations,
             model_matches_random_operations_across_reopens,
             state_survives_reopen,
@@ -348,7 +363,11 @@ pub fn run_in_test(
     factory: &dyn Factory,
 ) -> CheckResult {
     if process::child_test().as_deref() == Some(test_name) {
-        let code = match process::child_main(factory) {
+        let result = match child::job() {
+            Some(job) => child::job_main(&job, factory),
+            None => process::child_main(factory),
+        };
+        let code = match result {
             Ok(()) => 0,
             Err(failure) => {
                 eprintln!(

@@ -15,16 +15,51 @@ const ALREADY_OPEN_HINT: &str = "another process (or another handle in this proc
      the SQLite backend, which processes share";
 
 /// The kind of an I/O error, as a storage error kind.
+///
+/// Only a full disk, a quota or a file-size cap (ENOSPC, EDQUOT, EFBIG) is
+/// `StorageFull`; any other error of the operating system (EIO above all) is `Io`.
 fn io_kind(err: &io::Error) -> ErrorKind {
     match err.kind() {
         io::ErrorKind::NotFound => ErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
         io::ErrorKind::ReadOnlyFilesystem => ErrorKind::ReadOnly,
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ErrorKind::StorageFull,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => {
+            ErrorKind::StorageFull
+        }
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => ErrorKind::Corrupt,
         io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => ErrorKind::InvalidInput,
         io::ErrorKind::WouldBlock => ErrorKind::AlreadyOpen,
+        _ if err.raw_os_error().is_some() => ErrorKind::Io,
         _ => ErrorKind::Other,
+    }
+}
+
+/// The kind of an I/O error met by an operation on an open store: the file
+/// refusing a write (EPERM, EACCES) means it was made read-only under us.
+fn op_io_kind(err: &io::Error) -> ErrorKind {
+    match io_kind(err) {
+        ErrorKind::PermissionDenied => ErrorKind::ReadOnly,
+        kind => kind,
+    }
+}
+
+/// What to do about an I/O error of `kind` met by an operation.
+fn op_io_hint(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::StorageFull => {
+            "a write to the store's file failed: the disk, a quota or a file size limit is \
+             full; free space, then drop the store and open it again (redb refuses every call \
+             after a failed write until it is reopened)"
+        }
+        ErrorKind::ReadOnly => {
+            "the store's file cannot be written (read-only file or file system); fix \
+             permissions, then drop the store and open it again"
+        }
+        ErrorKind::Io => {
+            "the device reported an I/O error; check the disk and the system log, then drop the \
+             store and open it again"
+        }
+        other => default_hint(other),
     }
 }
 
@@ -44,7 +79,7 @@ fn storage_kind(err: &redb::StorageError) -> (ErrorKind, &'static str) {
             (kind, default_hint(kind))
         }
         redb::StorageError::PreviousIo => (
-            ErrorKind::Other,
+            ErrorKind::Io,
             "an earlier I/O error left the store unusable; drop it and open it again",
         ),
         redb::StorageError::DatabaseClosed => (
@@ -117,16 +152,48 @@ pub(crate) fn op_error(
         redb::Error::Corrupted(_) => storage_kind(&redb::StorageError::Corrupted(String::new())),
         redb::Error::ValueTooLarge(_) => storage_kind(&redb::StorageError::ValueTooLarge(0)),
         redb::Error::Io(io) => {
-            let kind = io_kind(io);
-            (kind, default_hint(kind))
+            let kind = op_io_kind(io);
+            (kind, op_io_hint(kind))
         }
         redb::Error::PreviousIo => storage_kind(&redb::StorageError::PreviousIo),
+        redb::Error::WouldBlock => (
+            ErrorKind::Busy,
+            "another process held the store's write lock past the busy timeout; nothing was \
+             written; retry the call or raise busy_timeout",
+        ),
         redb::Error::DatabaseClosed => storage_kind(&redb::StorageError::DatabaseClosed),
         redb::Error::TransactionPoisoned => (
             ErrorKind::Other,
             "the transaction was abandoned after an earlier failure; nothing was written",
         ),
         _ => (ErrorKind::Other, default_hint(ErrorKind::Other)),
+    };
+    StorageError::operation(store, operation, kind, hint, err)
+}
+
+/// A call refused because an earlier write failed with `kind` (redb's
+/// `PreviousIo`): the store stays unusable until reopened.
+pub(crate) fn previous_io_error(
+    store: &str,
+    operation: &'static str,
+    kind: ErrorKind,
+    err: redb::Error,
+) -> StorageError {
+    let hint = match kind {
+        ErrorKind::StorageFull => {
+            "an earlier write found the disk, a quota or a file size limit full, and redb \
+             refuses every call until the store is reopened; free space, then drop the store \
+             and open it again"
+        }
+        ErrorKind::ReadOnly => {
+            "an earlier write found the store's file read-only, and redb refuses every call \
+             until the store is reopened; fix permissions, then drop the store and open it again"
+        }
+        _ => {
+            "an earlier write failed with an I/O error, and redb refuses every call until the \
+             store is reopened; check the disk and the system log, then drop the store and open \
+             it again"
+        }
     };
     StorageError::operation(store, operation, kind, hint, err)
 }

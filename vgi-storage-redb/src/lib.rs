@@ -6,4 +6,4 @@ mod inspect;
 mod ops;
 mod store;
 
-pub use store::{Durability, MAX_VALUE_LEN, RedbBuilder, RedbStorage};
+pub use store::{DEFAULT_BUSY_TIMEOUT, Durability, MAX_VALUE_LEN, RedbBuilder, RedbStorage};

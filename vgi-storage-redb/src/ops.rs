@@ -103,8 +103,10 @@ pub(crate) enum Op<'a> {
     Clear {
         scope: &'a [u8],
     },
+    /// Remove at most `limit` stale scopes.
     Gc {
         ttl: Duration,
+        limit: usize,
     },
     /// An empty commit: makes earlier non-durable commits durable.
     Flush,
@@ -122,7 +124,7 @@ pub(crate) enum OwnedOp {
     QueuePush(Vec<u8>, Vec<Vec<u8>>),
     QueuePop(Vec<u8>),
     Clear(Vec<u8>),
-    Gc(Duration),
+    Gc(Duration, usize),
     Flush,
 }
 
@@ -180,7 +182,7 @@ impl Op<'_> {
             Op::QueuePush { scope, items } => OwnedOp::QueuePush(scope.into(), items.to_vec()),
             Op::QueuePop { scope } => OwnedOp::QueuePop(scope.into()),
             Op::Clear { scope } => OwnedOp::Clear(scope.into()),
-            Op::Gc { ttl } => OwnedOp::Gc(ttl),
+            Op::Gc { ttl, limit } => OwnedOp::Gc(ttl, limit),
             Op::Flush => OwnedOp::Flush,
         }
     }
@@ -214,7 +216,10 @@ impl OwnedOp {
             OwnedOp::QueuePush(scope, items) => Op::QueuePush { scope, items },
             OwnedOp::QueuePop(scope) => Op::QueuePop { scope },
             OwnedOp::Clear(scope) => Op::Clear { scope },
-            OwnedOp::Gc(ttl) => Op::Gc { ttl: *ttl },
+            OwnedOp::Gc(ttl, limit) => Op::Gc {
+                ttl: *ttl,
+                limit: *limit,
+            },
             OwnedOp::Flush => Op::Flush,
         }
     }
@@ -360,7 +365,7 @@ impl<'t> Tx<'t> {
                 self.clear(scope)?;
                 Reply::Unit
             }
-            Op::Gc { ttl } => Reply::Gc(self.gc(ttl)?),
+            Op::Gc { ttl, limit } => Reply::Gc(self.gc(ttl, limit)?),
             Op::Flush => Reply::Unit,
         })
     }
@@ -467,14 +472,15 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Remove every scope stamped before `now - ttl`.
-    fn gc(&mut self, ttl: Duration) -> Result<GcReport, redb::Error> {
+    /// Remove at most `limit` of the scopes stamped before `now - ttl`.
+    fn gc(&mut self, ttl: Duration, limit: usize) -> Result<GcReport, redb::Error> {
         let Some(cutoff) = gc_cutoff_millis(self.now, ttl) else {
             return Ok(GcReport::default());
         };
         let none: &[u8] = &[];
         let stale = table!(self.by_time, TOUCH_BY_TIME)
             .range((i64::MIN, none)..(cutoff, none))?
+            .take(limit)
             .map(|row| row.map(|(k, _)| k.value().1.to_vec()))
             .collect::<Result<Vec<_>, _>>()?;
         for scope in &stale {

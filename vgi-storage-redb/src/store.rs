@@ -4,7 +4,8 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::slice;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use vgi_storage_core::{
@@ -12,7 +13,7 @@ use vgi_storage_core::{
     ScopeStats, SharedClock, StorageError, check_import_order, check_value_len, dirs, system_clock,
 };
 
-use crate::error::{op_error, open_error, open_io_error, schema_error};
+use crate::error::{op_error, open_error, open_io_error, previous_io_error, schema_error};
 use crate::group::Group;
 use crate::inspect;
 use crate::ops::{
@@ -25,6 +26,14 @@ use crate::ops::{
 /// redb stores values up to 3 GiB and a key and value together up to 3.75 GiB; 2 GiB
 /// leaves room for long keys.
 pub const MAX_VALUE_LEN: usize = 1 << 31;
+
+/// How long a writer waits for another process's write lock by default, as
+/// SQLite's backend does: 5 s.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stale scopes one `gc` transaction removes at most, so a large sweep takes
+/// turns with other writers instead of holding the write lock throughout.
+const GC_BATCH: usize = 512;
 
 /// When a write becomes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -59,9 +68,22 @@ pub struct RedbBuilder {
     multi_process: bool,
     cache_size: Option<usize>,
     max_value_len: usize,
+    busy_timeout: Duration,
 }
 
 impl RedbBuilder {
+    /// How long a write waits for the write lock held by another process (in
+    /// [`multi_process`](Self::multi_process) mode) before it fails with
+    /// [`ErrorKind::Busy`], having written nothing; [`DEFAULT_BUSY_TIMEOUT`] by default.
+    ///
+    /// Without it, a hung peer holding the lock would stall every writer and
+    /// every pop of this process forever. Writers of one process take turns
+    /// through group commit and do not wait on each other's lock.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
     /// When writes become durable; [`Durability::Immediate`] by default.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -195,7 +217,9 @@ impl RedbBuilder {
             durability: self.durability,
             multi_process: self.multi_process,
             max_value_len: self.max_value_len,
+            busy_timeout: self.busy_timeout,
             group: Group::default(),
+            io_fault: OnceLock::new(),
         })
     }
 }
@@ -264,7 +288,11 @@ pub struct RedbStorage {
     durability: Durability,
     multi_process: bool,
     max_value_len: usize,
+    busy_timeout: Duration,
     group: Group,
+    /// The kind of the first failed write: redb refuses every later call with
+    /// `PreviousIo` until reopened, and those calls fail for that same cause.
+    io_fault: OnceLock<ErrorKind>,
 }
 
 impl fmt::Debug for RedbStorage {
@@ -293,6 +321,7 @@ impl RedbStorage {
             multi_process: false,
             cache_size: None,
             max_value_len: MAX_VALUE_LEN,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
         }
     }
 
@@ -320,7 +349,7 @@ impl RedbStorage {
     pub fn check_integrity(&mut self) -> Result<bool> {
         self.db
             .check_integrity()
-            .map_err(|e| op_error(&self.name, "check_integrity", e))
+            .map_err(|e| self.error("check_integrity", e))
     }
 
     fn write(&self, op: Op<'_>) -> Result<Reply> {
@@ -332,16 +361,21 @@ impl RedbStorage {
     fn run(&self, ops: &[Op<'_>]) -> Vec<Result<Reply>> {
         match self.commit(ops) {
             Ok(replies) => replies.into_iter().map(Ok).collect(),
-            Err(e) if ops.len() == 1 => vec![Err(op_error(&self.name, ops[0].name(), e))],
+            Err(e) if ops.len() == 1 => vec![Err(self.error(ops[0].name(), e))],
+            // The lock stayed taken past the timeout: committing each write alone
+            // would only wait the timeout again, once per write.
+            Err(redb::Error::WouldBlock) => ops
+                .iter()
+                .map(|op| Err(self.error(op.name(), redb::Error::WouldBlock)))
+                .collect(),
             Err(_) => ops
                 .iter()
                 .map(|op| {
                     self.commit(slice::from_ref(op))
-                        .map_err(|e| op_error(&self.name, op.name(), e))
+                        .map_err(|e| self.error(op.name(), e))
                         .and_then(|mut replies| {
                             replies.pop().ok_or_else(|| {
-                                op_error(
-                                    &self.name,
+                                self.error(
                                     op.name(),
                                     redb::Error::Corrupted("no reply from a commit".into()),
                                 )
@@ -352,8 +386,41 @@ impl RedbStorage {
         }
     }
 
+    /// Begin a write transaction, waiting at most the busy timeout for another
+    /// process's write lock (`WouldBlock` after that).
+    ///
+    /// In one process group commit already serialises writers, so only the
+    /// multi-process mode can meet a held lock; redb's `begin_write` would wait
+    /// for it with no deadline.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, redb::Error> {
+        if !self.multi_process {
+            return Ok(self.db.begin_write()?);
+        }
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            match self.db.try_begin_write() {
+                Err(redb::TransactionError::WouldBlock) => {}
+                other => return Ok(other?),
+            }
+            let waited = started.elapsed();
+            if waited >= self.busy_timeout {
+                return Err(redb::Error::WouldBlock);
+            }
+            // Short pauses first, so a lock freed between two commits of a
+            // busy peer is seen; then 1 ms, not to burn a core.
+            let pause = if attempt < 2048 {
+                Duration::from_micros(20)
+            } else {
+                Duration::from_millis(1)
+            };
+            attempt = attempt.saturating_add(1);
+            std::thread::sleep(pause.min(self.busy_timeout.saturating_sub(waited)));
+        }
+    }
+
     fn commit(&self, ops: &[Op<'_>]) -> Result<Vec<Reply>, redb::Error> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.begin_write()?;
         let durable = self.durability == Durability::Immediate
             || ops.iter().any(|op| matches!(op, Op::Flush));
         if !durable {
@@ -380,15 +447,29 @@ impl RedbStorage {
         operation: &'static str,
         f: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| op_error(&self.name, operation, e))?;
-        f(&txn).map_err(|e| op_error(&self.name, operation, e))
+        let txn = self.db.begin_read().map_err(|e| self.error(operation, e))?;
+        f(&txn).map_err(|e| self.error(operation, e))
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
         check_value_len(&self.name, self.max_value_len, len)
+    }
+
+    /// Map an error of `operation`; a `PreviousIo` gets the kind of the write
+    /// failure that caused it (a full disk stays `StorageFull`, not `Io`).
+    fn error(&self, operation: &'static str, err: impl Into<redb::Error>) -> StorageError {
+        let err: redb::Error = err.into();
+        if matches!(err, redb::Error::PreviousIo)
+            && let Some(kind) = self.io_fault.get()
+        {
+            return previous_io_error(&self.name, operation, *kind, err);
+        }
+        let is_io = matches!(err, redb::Error::Io(_));
+        let mapped = op_error(&self.name, operation, err);
+        if is_io {
+            let _ = self.io_fault.set(mapped.kind());
+        }
+        mapped
     }
 }
 
@@ -544,9 +625,33 @@ impl FunctionStorage for RedbStorage {
     }
 
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
-        match self.write(Op::Gc { ttl })? {
-            Reply::Gc(report) => Ok(report),
-            _ => Err(unexpected(&self.name, "gc")),
+        // In steps of at most GC_BATCH scopes, each its own transaction, so
+        // other writers (and other processes) get the lock between them.
+        let mut report = GcReport::default();
+        loop {
+            let step = match self.write(Op::Gc {
+                ttl,
+                limit: GC_BATCH,
+            }) {
+                Ok(Reply::Gc(step)) => Ok(step),
+                Ok(_) => Err(unexpected(&self.name, "gc")),
+                Err(e) => Err(e),
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(source) => {
+                    return Err(StorageError::GcInterrupted {
+                        store: self.name.clone(),
+                        removed: report.scopes,
+                        source: Box::new(source),
+                    });
+                }
+            };
+            let done = step.scopes.len() < GC_BATCH;
+            report.scopes.extend(step.scopes);
+            if done {
+                return Ok(report);
+            }
         }
     }
 
@@ -602,14 +707,16 @@ impl FunctionStorage for RedbStorage {
 
 impl RedbStorage {
     /// Run `f` in a write transaction of its own, outside the group commit
-    /// (for the rare inspection writes), with the clock read inside the lock.
+    /// (for the rare inspection writes), begun as every write is (waiting at
+    /// most the busy timeout for another process), with the clock read inside
+    /// the lock.
     fn write_direct<T>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&redb::WriteTransaction, i64) -> Result<T, redb::Error>,
     ) -> Result<T> {
         let run = || -> Result<T, redb::Error> {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.begin_write()?;
             if self.durability != Durability::Immediate {
                 txn.set_durability(redb::Durability::None)?;
             }

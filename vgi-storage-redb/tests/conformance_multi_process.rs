@@ -8,6 +8,8 @@ use vgi_storage_core::{Result, SharedStorage};
 use vgi_storage_redb::RedbStorage;
 
 fn open(fx: &Fixture) -> Result<SharedStorage> {
+    // All of the store is in files under the fixture's directory: the fault checks run.
+    fx.declare_file_backed();
     Ok(Arc::new(
         RedbStorage::builder(fx.path("state.redb"))
             .clock(fx.clock())

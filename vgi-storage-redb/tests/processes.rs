@@ -80,6 +80,18 @@ fn child_process_entry() -> TestResult {
             }
             say(&format!("popped {popped}"))?;
         }
+        // Hold redb's multi-process write lock until the parent closes our stdin,
+        // as a hung peer would.
+        "hold-write-lock" => {
+            let mut builder = redb::Builder::new();
+            builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+            let db = builder.create(&path)?;
+            let txn = db.begin_write()?;
+            say("ready")?;
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line)?;
+            txn.abort()?;
+        }
         other => return Err(format!("unknown role {other}").into()),
     }
     Ok(())
@@ -214,5 +226,41 @@ fn multi_process_mode_shares_the_file_between_processes() -> TestResult {
     let log = store.scan_all(b"shared", b"log", b"", -1, 64)?;
     assert_eq!(log.len(), 100);
     assert!(log.windows(2).all(|w| w[0].id < w[1].id));
+    Ok(())
+}
+
+/// In multi-process mode a writer blocked on redb's file lock with no
+/// deadline: a hung peer holding the write lock stalled every write and every
+/// pop of the other processes forever. A writer must wait at most the busy
+/// timeout and then fail with `Busy`, having written nothing; once the peer
+/// lets go, writes go through again.
+#[test]
+fn a_write_lock_held_by_a_hung_process_is_busy_after_the_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shared.redb");
+    let store = RedbStorage::builder(&path)
+        .multi_process(true)
+        .busy_timeout(Duration::from_millis(200))
+        .open()?;
+    store.queue_push(b"q", &[b"item".to_vec()])?;
+    let mut child = spawn("hold-write-lock", &path)?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    assert_eq!(read_line(&mut lines)?, "ready");
+
+    let put = store.kv_put(b"s", b"k", b"v").err();
+    let pop = store.queue_pop(b"q").err();
+    let gc = store.gc(Duration::ZERO).err();
+    for (what, err) in [("kv_put", put), ("queue_pop", pop), ("gc", gc)] {
+        let err = err.ok_or(format!("{what} went through a held write lock"))?;
+        assert_eq!(err.kind(), ErrorKind::Busy, "{what}: {err}");
+        assert!(err.is_retryable());
+    }
+    // Reads do not need the write lock.
+    assert_eq!(store.kv_get(b"s", b"k")?, None);
+
+    drop(child.stdin.take());
+    assert!(child.wait()?.success());
+    store.kv_put(b"s", b"k", b"v")?;
+    assert_eq!(store.queue_drain(b"q")?, vec![b"item".to_vec()]);
     Ok(())
 }

@@ -12,8 +12,49 @@ use vgi_storage_core::{ErrorKind, StorageError, default_hint};
 /// The backend's short name, used where no store path is known yet.
 pub(crate) const BACKEND: &str = "sqlite";
 
+/// A SQLite error with the OS error number (errno) seen when it happened.
+///
+/// SQLite reports every failed write(2), fsync(2) and ftruncate(2) that is not
+/// ENOSPC as one `SQLITE_IOERR_*` code, and rusqlite does not expose
+/// `sqlite3_system_errno`; errno, read on the failing thread before anything
+/// else runs, tells a file-size cap (EFBIG) or a quota (EDQUOT) from a
+/// read-only file (EPERM, EROFS) and from a device error (EIO).
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) err: rusqlite::Error,
+    errno: Option<i32>,
+}
+
+impl From<rusqlite::Error> for Failed {
+    fn from(err: rusqlite::Error) -> Self {
+        // Only the codes of a failed write-side system call set errno; for
+        // the others it would be stale.
+        let errno = match err.sqlite_error() {
+            Some(e)
+                if matches!(
+                    e.extended_code,
+                    ffi::SQLITE_IOERR_WRITE
+                        | ffi::SQLITE_IOERR_FSYNC
+                        | ffi::SQLITE_IOERR_DIR_FSYNC
+                        | ffi::SQLITE_IOERR_TRUNCATE
+                        | ffi::SQLITE_IOERR_SHMSIZE
+                ) =>
+            {
+                io::Error::last_os_error().raw_os_error()
+            }
+            _ => None,
+        };
+        Self { err, errno }
+    }
+}
+
 /// What kind of failure a SQLite error is.
 pub(crate) fn classify(err: &rusqlite::Error) -> ErrorKind {
+    classify_with_errno(err, None)
+}
+
+/// What kind of failure a SQLite error is, given the errno seen when it happened.
+fn classify_with_errno(err: &rusqlite::Error, errno: Option<i32>) -> ErrorKind {
     let Some(e) = err.sqlite_error() else {
         return match err {
             rusqlite::Error::ToSqlConversionFailure(_)
@@ -31,16 +72,22 @@ pub(crate) fn classify(err: &rusqlite::Error) -> ErrorKind {
             ErrorKind::PermissionDenied
         }
         ffi::ErrorCode::TooBig => ErrorKind::TooLarge,
-        // A failed write(2) that is not ENOSPC (which SQLite reports as FULL) is
-        // in practice EFBIG (a file size limit) or EDQUOT (a quota): the disk is
-        // full as far as this process is concerned. The source keeps the detail.
-        ffi::ErrorCode::SystemIoFailure
-            if matches!(
-                e.extended_code,
-                ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_TRUNCATE | ffi::SQLITE_IOERR_FSYNC
-            ) =>
-        {
-            ErrorKind::StorageFull
+        // Only a full disk, a quota or a file-size cap is StorageFull; the
+        // other failures of a system call (EIO above all) are Io, and a file
+        // made read-only under an open store is ReadOnly.
+        ffi::ErrorCode::SystemIoFailure => {
+            match errno.map(|n| io::Error::from_raw_os_error(n).kind()) {
+                _ if e.extended_code == ffi::SQLITE_IOERR_NOMEM => ErrorKind::Other,
+                Some(
+                    io::ErrorKind::StorageFull
+                    | io::ErrorKind::QuotaExceeded
+                    | io::ErrorKind::FileTooLarge,
+                ) => ErrorKind::StorageFull,
+                Some(io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) => {
+                    ErrorKind::ReadOnly
+                }
+                _ => ErrorKind::Io,
+            }
         }
         _ => ErrorKind::Other,
     }
@@ -56,6 +103,10 @@ fn hint(kind: ErrorKind) -> &'static str {
         ErrorKind::StorageFull => {
             "a write to the database file failed: the disk, a quota or a file size limit is \
              full; free space and retry"
+        }
+        ErrorKind::Io => {
+            "the device reported an I/O error reading, writing or syncing the database file; \
+             nothing of this call was written; check the disk and the system log"
         }
         ErrorKind::ReadOnly => {
             "the database file cannot be written (read-only file or directory, or the file was \
@@ -75,13 +126,9 @@ fn hint(kind: ErrorKind) -> &'static str {
 }
 
 /// Map the error of trait method `operation` on store `store`.
-pub(crate) fn operation(
-    store: &str,
-    operation: &'static str,
-    err: rusqlite::Error,
-) -> StorageError {
-    let kind = classify(&err);
-    StorageError::operation(store, operation, kind, hint(kind), err)
+pub(crate) fn operation(store: &str, operation: &'static str, failed: Failed) -> StorageError {
+    let kind = classify_with_errno(&failed.err, failed.errno);
+    StorageError::operation(store, operation, kind, hint(kind), failed.err)
 }
 
 /// Map an engine error met while opening the database at `path`.
@@ -219,8 +266,10 @@ mod tests {
             (ffi::SQLITE_CANTOPEN, ErrorKind::NotFound),
             (ffi::SQLITE_PERM, ErrorKind::PermissionDenied),
             (ffi::SQLITE_TOOBIG, ErrorKind::TooLarge),
-            (ffi::SQLITE_IOERR_WRITE, ErrorKind::StorageFull),
-            (ffi::SQLITE_IOERR_READ, ErrorKind::Other),
+            (ffi::SQLITE_IOERR_WRITE, ErrorKind::Io),
+            (ffi::SQLITE_IOERR_FSYNC, ErrorKind::Io),
+            (ffi::SQLITE_IOERR_READ, ErrorKind::Io),
+            (ffi::SQLITE_IOERR_NOMEM, ErrorKind::Other),
             (ffi::SQLITE_MISUSE, ErrorKind::Other),
         ];
         for (code, kind) in cases {
@@ -228,9 +277,46 @@ mod tests {
         }
     }
 
+    /// Write and fsync failures were all StorageFull with the hint "free space
+    /// and retry", an EIO included. Only a full disk, a quota or a file-size cap
+    /// is StorageFull; EIO is Io, and a file made read-only is ReadOnly.
+    #[test]
+    fn io_errors_are_classified_by_their_errno() {
+        let cases = [
+            (Some(5), ErrorKind::Io), // EIO
+            (None, ErrorKind::Io),
+            (Some(27), ErrorKind::StorageFull),  // EFBIG
+            (Some(28), ErrorKind::StorageFull),  // ENOSPC
+            (Some(122), ErrorKind::StorageFull), // EDQUOT
+            (Some(1), ErrorKind::ReadOnly),      // EPERM
+            (Some(30), ErrorKind::ReadOnly),     // EROFS
+        ];
+        for code in [
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_TRUNCATE,
+        ] {
+            for (errno, kind) in cases {
+                let failed = Failed {
+                    err: failure(code),
+                    errno,
+                };
+                let err = operation("sqlite:/x.db", "kv_put", failed);
+                assert_eq!(err.kind(), kind, "code {code}, errno {errno:?}");
+                if kind == ErrorKind::Io {
+                    assert!(!err.to_string().contains("free space"), "{err}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn busy_is_retryable_and_keeps_the_source() {
-        let err = operation("sqlite:/x.db", "queue_pop", failure(ffi::SQLITE_BUSY));
+        let err = operation(
+            "sqlite:/x.db",
+            "queue_pop",
+            Failed::from(failure(ffi::SQLITE_BUSY)),
+        );
         assert!(err.is_retryable());
         assert!(std::error::Error::source(&err).is_some());
         let msg = err.to_string();

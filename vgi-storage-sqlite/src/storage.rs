@@ -14,7 +14,7 @@ use vgi_storage_core::{
 };
 
 use crate::config::{Options, SqliteBuilder};
-use crate::error::{self, BACKEND};
+use crate::error::{self, BACKEND, Failed};
 use crate::inspect;
 use crate::schema;
 use crate::turn::Turn;
@@ -197,7 +197,7 @@ impl SqliteStorage {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let conn = self.writer();
-        let result = f(&conn);
+        let result = f(&conn).map_err(Failed::from);
         self.after_write(result.is_ok());
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
@@ -212,7 +212,8 @@ impl SqliteStorage {
             f(&self.writer())
         } else {
             self.readers.with(f)
-        };
+        }
+        .map_err(Failed::from);
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
@@ -421,7 +422,7 @@ fn open_writer_once(
         .map_err(fail)?;
     let mut plan = schema::plan(&conn).map_err(fail)?;
     if plan == schema::Plan::Create {
-        plan = in_write_tx(&conn, || schema::apply(&conn, false)).map_err(fail)?;
+        plan = in_write_tx(&conn, || schema::apply(&conn, false)).map_err(|f| fail(f.err))?;
         if plan == schema::Plan::Create {
             plan = schema::Plan::Current;
         }
@@ -475,10 +476,13 @@ fn check_whole_pages(name: &str, path: &Path, conn: &Connection) -> Result<()> {
 /// IMMEDIATE takes the write lock up front (waiting in the busy handler), so a
 /// transaction that reads before it writes can never fail half-way with an
 /// unrecoverable SQLITE_BUSY.
+///
+/// A failure is converted to [`Failed`] before the rollback runs, so the
+/// errno it keeps is the failing call's.
 fn in_write_tx<T>(
     conn: &Connection,
     f: impl FnOnce() -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+) -> std::result::Result<T, Failed> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let guard = Rollback(conn);
     let out = f()?;
@@ -752,10 +756,22 @@ impl FunctionStorage for SqliteStorage {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         // One statement claims the oldest item atomically (see `write_one`).
+        // In autocommit SQLite commits when the statement finishes, and a
+        // failed commit (a full disk while a reader pins the WAL) is reported
+        // by the step that finishes it, not by the step that returned the row:
+        // `query_row` stops after the row and never sees it. Step to the end,
+        // so an item is handed out only once the commit that removed it
+        // succeeded; a failed commit rolls the delete back and is an `Err`.
         self.write_one("queue_pop", |conn| {
-            conn.prepare_cached(QUEUE_POP)?
-                .query_row([scope], |r| r.get(0))
-                .optional()
+            let mut stmt = conn.prepare_cached(QUEUE_POP)?;
+            let mut rows = stmt.query([scope])?;
+            let item = match rows.next()? {
+                Some(row) => Some(row.get::<_, Vec<u8>>(0)?),
+                None => None,
+            };
+            // The pop deletes at most one row: this step finishes the statement.
+            while rows.next()?.is_some() {}
+            Ok(item)
         })
     }
 
@@ -782,7 +798,19 @@ impl FunctionStorage for SqliteStorage {
                     clear_on(conn, scope)?;
                 }
                 Ok(stale)
-            })?;
+            });
+            // The batches before this one committed: their scopes are gone,
+            // and the error must say so (see `FunctionStorage::gc`).
+            let removed = match removed {
+                Ok(removed) => removed,
+                Err(source) => {
+                    return Err(StorageError::GcInterrupted {
+                        store: self.name.clone(),
+                        removed: report.scopes,
+                        source: Box::new(source),
+                    });
+                }
+            };
             let done = (removed.len() as i64) < GC_BATCH;
             report.scopes.extend(removed);
             if done {

@@ -8,6 +8,8 @@ use vgi_storage_core::{Result, SharedStorage};
 use vgi_storage_sqlite::SqliteStorage;
 
 fn open(fx: &Fixture) -> Result<SharedStorage> {
+    // All of the store is in files under the fixture's directory: the fault checks run.
+    fx.declare_file_backed();
     Ok(Arc::new(
         SqliteStorage::builder(fx.path("state.db"))
             .clock(fx.clock())

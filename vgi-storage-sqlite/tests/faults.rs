@@ -232,3 +232,156 @@ fn disk_full_child() -> TestResult {
     }
     Err("the disk never filled".into())
 }
+
+const POP_CHILD_ENV: &str = "VGI_SQLITE_POP_FULL_CHILD";
+
+/// Run the ignored test `child` of this binary in a child process whose file
+/// size limit is `limit_blocks` 512-byte blocks, SIGXFSZ ignored (so write(2)
+/// fails with EFBIG), with `env` set to `path`; returns its stdout.
+fn run_capped_child(
+    child: &str,
+    env: &str,
+    path: &Path,
+    limit_blocks: u64,
+) -> std::result::Result<String, Box<dyn std::error::Error>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_blocks}; exec \"$0\" \"$@\""
+        ))
+        .arg(std::env::current_exe()?)
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, path)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// `queue_pop` ran `DELETE ... RETURNING` in autocommit and read the row with
+/// `query_row`, so the commit (done when the statement is reset) was never
+/// checked: with the disk full while another connection held a read
+/// transaction, every pop returned `Ok(Some(head))` and the head stayed
+/// queued, to be handed out again to every consumer. A pop must hand out its
+/// item only once its commit succeeded: a failed commit is `StorageFull` and
+/// the item stays queued, popped later exactly once.
+#[test]
+fn a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    let items: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
+    {
+        let store = SqliteStorage::open(&path)?;
+        store.queue_push(b"q", &items)?;
+    }
+    let limit_blocks = std::fs::metadata(&path)?.len() / 512 + 400;
+    let stdout = run_capped_child("pop_full_child", POP_CHILD_ENV, &path, limit_blocks)?;
+    let mut handed_out = Vec::new();
+    let mut failed = 0;
+    for line in stdout.lines() {
+        if let Some(i) = line.strip_prefix("child: popped ") {
+            handed_out.push(i.parse::<u8>()?);
+        } else if let Some(kind) = line.strip_prefix("child: pop failed ") {
+            assert_eq!(kind, "StorageFull", "{stdout}");
+            failed += 1;
+        }
+    }
+    assert!(failed >= 5, "no pop met the full disk: {stdout}");
+    let store = SqliteStorage::open(&path)?;
+    let left = store.queue_drain(b"q")?;
+    let mut all: Vec<Vec<u8>> = handed_out.iter().map(|i| vec![*i; 100]).collect();
+    all.extend(left);
+    assert_eq!(
+        all, items,
+        "items handed out by the child then still queued, or lost: handed out {handed_out:?}"
+    );
+    Ok(())
+}
+
+/// The child half of `a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out`.
+#[test]
+#[ignore = "run as a child process by a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out"]
+fn pop_full_child() -> TestResult {
+    let Some(path) = std::env::var_os(POP_CHILD_ENV) else {
+        return Ok(());
+    };
+    let store = SqliteStorage::open(&path)?;
+    // A reader holding a snapshot keeps the WAL from being restarted, so
+    // every commit needs room at its end.
+    let reader = Connection::open(&path)?;
+    reader.execute_batch("BEGIN")?;
+    let _: i64 = reader.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    let value = vec![7u8; 4096];
+    let mut full = false;
+    for _ in 0..10_000 {
+        if let Err(err) = store.append(b"fill", b"", b"", &value) {
+            assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the disk never filled");
+    for _ in 0..8 {
+        match store.queue_pop(b"q") {
+            Ok(Some(item)) => println!("child: popped {}", item[0]),
+            Ok(None) => println!("child: queue empty"),
+            Err(err) => println!("child: pop failed {:?}", err.kind()),
+        }
+    }
+    Ok(())
+}
+
+/// `gc` commits in batches of 512 scopes; when a later batch failed, the call
+/// returned a plain `Err` and the scopes the earlier batches had removed were
+/// reported nowhere, although they were gone. A failed step must return
+/// `GcInterrupted` listing exactly the scopes already removed, every other
+/// scope untouched, and a second `gc` must finish the work.
+#[test]
+fn a_gc_that_fails_partway_reports_the_scopes_it_removed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    let clock = vgi_storage_core::ManualClock::starting_now();
+    let store = SqliteStorage::builder(&path)
+        .clock(std::sync::Arc::new(clock.clone()))
+        .open()?;
+    let scopes: Vec<Vec<u8>> = (0..700).map(|i| format!("s{i:04}").into_bytes()).collect();
+    for scope in &scopes {
+        store.kv_put(scope, b"k", b"v")?;
+    }
+    clock.advance(Duration::from_secs(10));
+    // The 601st scope deleted, counted across transactions, fails its statement.
+    let conn = Connection::open(&path)?;
+    conn.execute_batch(
+        "CREATE TABLE fault_count (n INTEGER NOT NULL); INSERT INTO fault_count VALUES (0);
+         CREATE TRIGGER fault AFTER DELETE ON vgi_scope BEGIN
+           UPDATE fault_count SET n = n + 1;
+           SELECT RAISE(ABORT, 'injected fault') WHERE (SELECT n FROM fault_count) > 600;
+         END;",
+    )?;
+    let err = store
+        .gc(Duration::from_secs(1))
+        .err()
+        .ok_or("gc passed the fault")?;
+    let vgi_storage_core::StorageError::GcInterrupted { removed, .. } = &err else {
+        return Err(format!("not GcInterrupted: {err:?}").into());
+    };
+    assert_eq!(removed.len(), 512, "{err}");
+    for scope in &scopes {
+        let present = store.kv_get(scope, b"k")?.is_some();
+        assert_eq!(present, !removed.contains(scope), "{scope:?}");
+    }
+    conn.execute_batch("DROP TRIGGER fault")?;
+    let rest = store.gc(Duration::from_secs(1))?;
+    assert_eq!(rest.scopes.len() + removed.len(), scopes.len());
+    Ok(())
+}

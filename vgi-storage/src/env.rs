@@ -71,14 +71,50 @@ pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<EnvStorage> {
 }
 
 /// The config [`STORAGE_VAR`] names, without opening it.
+///
+/// The reference implementation's `fs` and `http` values have no backend here;
+/// they are refused with an error naming what to use instead.
 pub fn config_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<StorageConfig> {
-    match var(STORAGE_VAR).as_deref().map(str::trim) {
+    let value = var(STORAGE_VAR);
+    if let Some(hint) = value
+        .as_deref()
+        .map(str::trim)
+        .and_then(reference_only_value)
+    {
+        return Err(StorageError::Config {
+            store: "vgi-storage".to_owned(),
+            hint,
+            source: None,
+        });
+    }
+    match value.as_deref().map(str::trim) {
         None | Some("") => Ok(StorageConfig::new(BackendKind::Sqlite)),
         Some(value) => StorageConfig::from_url(value).map_err(|e| StorageError::Config {
             store: "vgi-storage".to_owned(),
             hint: format!("{STORAGE_VAR} is not a backend name or storage URL"),
             source: Some(Box::new(e)),
         }),
+    }
+}
+
+/// What to use instead of a [`STORAGE_VAR`] value that only the reference
+/// implementation accepts (`fs`, `http`), or `None` for any other value.
+fn reference_only_value(value: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    match lower.as_str() {
+        "fs" => Some(format!(
+            "{STORAGE_VAR}={value} picks the reference implementation's filesystem store, \
+             which vgi-storage does not have; use sqlite (unset {STORAGE_VAR} for the \
+             per-user default file, or sqlite:/path/state.db) to share state between the \
+             processes of one host"
+        )),
+        "http" | "https" => Some(format!(
+            "{STORAGE_VAR}={value} picks the reference implementation's HTTP storage \
+             service client, which vgi-storage does not have; for workers on many hosts use \
+             a PostgreSQL server (postgres://user@host/db, Cargo feature `postgres` of \
+             vgi-storage), or sqlite:/path/state.db when they share one host"
+        )),
+        _ => None,
     }
 }
 

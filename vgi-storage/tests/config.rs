@@ -303,3 +303,37 @@ fn a_backend_not_compiled_in_names_its_feature() {
         );
     }
 }
+
+/// The reference implementation accepts `fs` and `http` for its own filesystem
+/// store and HTTP service client; here they used to fail as "not a backend
+/// name", which left the user guessing what to pick instead.
+#[test]
+fn env_reference_only_values_name_what_to_use_instead() {
+    for value in ["fs", "FS", " fs "] {
+        let e = err_of(config_from_vars(vars(&[(STORAGE_VAR, value)])));
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{value}");
+        let msg = chain(&e);
+        assert!(
+            msg.contains(STORAGE_VAR)
+                && msg.contains("filesystem store")
+                && msg.contains("sqlite:/path/state.db")
+                && !msg.contains("unknown backend"),
+            "{value}: {msg}"
+        );
+    }
+    for value in ["http", "HTTP", "https"] {
+        let e = err_of(config_from_vars(vars(&[(STORAGE_VAR, value)])));
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{value}");
+        let msg = chain(&e);
+        assert!(
+            msg.contains(STORAGE_VAR)
+                && msg.contains("HTTP storage service")
+                && msg.contains("postgres://")
+                && msg.contains("feature `postgres`"),
+            "{value}: {msg}"
+        );
+    }
+    // A value that merely starts with the same letters is still an ordinary unknown backend.
+    let msg = chain(&err_of(config_from_vars(vars(&[(STORAGE_VAR, "fsx")]))));
+    assert!(msg.contains("unknown backend `fsx`"), "{msg}");
+}
