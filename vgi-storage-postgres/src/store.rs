@@ -60,6 +60,7 @@ use vgi_storage_core::{
     gc_cutoff_millis,
 };
 
+use crate::blocking::{self, DropOffRuntime};
 use crate::config::{PostgresBuilder, PostgresSource, describe};
 use crate::error::{self, PgError};
 use crate::pool::{Connection, Pool};
@@ -202,7 +203,8 @@ impl Statements {
 
 /// One pooled connection with its prepared statements.
 pub(crate) struct Conn {
-    client: Client,
+    /// Dropped off any tokio runtime: its own runtime cannot shut down inside one.
+    client: DropOffRuntime<Client>,
     st: Statements,
 }
 
@@ -210,6 +212,16 @@ impl Connection for Conn {
     fn is_broken(&self) -> bool {
         self.client.is_closed()
     }
+}
+
+/// Open one connection and prepare the store's statements on it.
+fn connect_one(config: &postgres::Config, schema: &str) -> Result<Conn, PgError> {
+    let mut client = config.connect(NoTls)?;
+    let st = Statements::prepare(&mut client, schema)?;
+    Ok(Conn {
+        client: DropOffRuntime::new(client),
+        st,
+    })
 }
 
 /// A store on a PostgreSQL server, shared by processes on any number of hosts.
@@ -267,6 +279,11 @@ impl PostgresStorage {
     }
 
     pub(crate) fn open(builder: PostgresBuilder) -> Result<Self> {
+        // Connecting blocks on the client's runtime too (see `blocking`).
+        blocking::off_runtime("postgres", "connect", || Self::open_here(builder))
+    }
+
+    fn open_here(builder: PostgresBuilder) -> Result<Self> {
         let (config, schema) = builder.resolve()?;
         let name = describe(&config, &schema);
         let mut client = config
@@ -275,13 +292,12 @@ impl PostgresStorage {
         schema::ensure(&mut client, &schema, &name)?;
         let st = Statements::prepare(&mut client, &schema)
             .map_err(|e| error::open("postgres", &name, e))?;
-        let first = Conn { client, st };
+        let first = Conn {
+            client: DropOffRuntime::new(client),
+            st,
+        };
         let connector_schema = schema.clone();
-        let connector = Box::new(move || {
-            let mut client = config.connect(NoTls)?;
-            let st = Statements::prepare(&mut client, &connector_schema)?;
-            Ok(Conn { client, st })
-        });
+        let connector = Box::new(move || connect_one(&config, &connector_schema));
         let gc_lock = lock_key(&[b"vgi-storage-postgres:gc", schema.as_bytes()]);
         Ok(Self {
             pool: Pool::new(
@@ -301,7 +317,17 @@ impl PostgresStorage {
 
     /// Run `f` on a pooled connection, mapping its error; retry a transaction
     /// the server rolled back for a deadlock or serialization failure.
-    fn run<T>(
+    ///
+    /// Inside a tokio runtime the whole call runs on a helper thread (see `blocking`).
+    fn run<T: Send>(
+        &self,
+        operation: &'static str,
+        f: impl FnMut(&mut Client, &Statements) -> Result<T, PgError> + Send,
+    ) -> Result<T> {
+        blocking::off_runtime(&self.name, operation, || self.run_here(operation, f))
+    }
+
+    fn run_here<T>(
         &self,
         operation: &'static str,
         mut f: impl FnMut(&mut Client, &Statements) -> Result<T, PgError>,

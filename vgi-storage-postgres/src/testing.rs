@@ -241,13 +241,25 @@ impl TestServer {
     /// Drop `schema` and everything in it (for a test that wants a fresh store).
     pub fn drop_schema(&self, schema: &str) -> io::Result<()> {
         crate::config::validate_schema(schema).map_err(io::Error::other)?;
-        let mut client = self
-            .config()
-            .connect(postgres::NoTls)
-            .map_err(io::Error::other)?;
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .map_err(io::Error::other)
+        self.superuser_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+    }
+
+    /// Run `sql` as [`SUPERUSER`] over the socket, from any thread (the blocking
+    /// client cannot run inside a tokio runtime, so there it runs on a helper thread).
+    pub fn superuser_sql(&self, sql: &str) -> io::Result<()> {
+        let config = self.config();
+        let work = move || -> io::Result<()> {
+            let mut client = config.connect(postgres::NoTls).map_err(io::Error::other)?;
+            client.batch_execute(sql).map_err(io::Error::other)
+        };
+        if !crate::blocking::in_runtime() {
+            return work();
+        }
+        std::thread::scope(|s| {
+            s.spawn(work)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     fn initdb(&self) -> io::Result<()> {
@@ -271,16 +283,10 @@ impl TestServer {
     }
 
     fn create_password_user(&self) -> io::Result<()> {
-        let mut client = self
-            .config()
-            .connect(postgres::NoTls)
-            .map_err(io::Error::other)?;
-        client
-            .batch_execute(&format!(
-                "CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'; \
-                 GRANT CREATE ON DATABASE postgres TO {PASSWORD_USER}"
-            ))
-            .map_err(io::Error::other)
+        self.superuser_sql(&format!(
+            "CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'; \
+             GRANT CREATE ON DATABASE postgres TO {PASSWORD_USER}"
+        ))
     }
 
     /// A command running `program` from the server's bin dir, as the server's user.
