@@ -111,45 +111,46 @@ struct Statements {
 impl Statements {
     fn prepare(client: &mut Client, schema: &str) -> Result<Self, PgError> {
         let s = quoted(schema);
+        // Names are indexed by digest (see `schema::VERSION`): each lookup
+        // matches the digests, which the indexes serve, and then the full bytes.
+        let scope1 = "sha256(scope) = sha256($1) AND scope = $1";
+        let kv_match = format!("{scope1} AND sha256(key) = sha256($2) AND key = $2");
         // The touch upsert as a data-modifying CTE: the main statement reads its
         // row, so the touch runs (and takes its row lock) before the data write.
         // $1 is the scope, $2 the clock.
-        let touch_cte = format!(
-            "WITH t AS (INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
-             ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at \
-             RETURNING scope)"
+        let touch_upsert = format!(
+            "INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
+             ON CONFLICT ((sha256(scope))) DO UPDATE SET touched_at = EXCLUDED.touched_at"
         );
+        let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
+        let kv_upsert = "ON CONFLICT ((sha256(scope)), (sha256(key))) \
+                         DO UPDATE SET value = EXCLUDED.value";
+        // gc hands over the removed scopes ($1) and their digests ($2).
+        let scopes_in = "sha256(scope) = ANY($2::bytea[]) AND scope = ANY($1::bytea[])";
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
-            touch: p(format!(
-                "INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
-                 ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at"
-            ))?,
-            kv_get: p(format!(
-                "SELECT value FROM {s}.kv WHERE scope = $1 AND key = $2"
-            ))?,
+            touch: p(touch_upsert.clone())?,
+            kv_get: p(format!("SELECT value FROM {s}.kv WHERE {kv_match}"))?,
             kv_put: p(format!(
                 "{touch_cte} INSERT INTO {s}.kv (scope, key, value) SELECT t.scope, $3, $4 FROM t \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
+                 {kv_upsert}"
             ))?,
             kv_put_many: p(format!(
                 "{touch_cte} INSERT INTO {s}.kv (scope, key, value) \
                  SELECT t.scope, u.k, u.v FROM t, unnest($3::bytea[], $4::bytea[]) AS u(k, v) \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
+                 {kv_upsert}"
             ))?,
-            kv_del: p(format!("DELETE FROM {s}.kv WHERE scope = $1 AND key = $2"))?,
-            kv_exists: p(format!(
-                "SELECT 1 FROM {s}.kv WHERE scope = $1 AND key = $2"
-            ))?,
+            kv_del: p(format!("DELETE FROM {s}.kv WHERE {kv_match}"))?,
+            kv_exists: p(format!("SELECT 1 FROM {s}.kv WHERE {kv_match}"))?,
             cas_insert: p(format!(
                 "INSERT INTO {s}.kv (scope, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (scope, key) DO NOTHING"
+                 ON CONFLICT ((sha256(scope)), (sha256(key))) DO NOTHING"
             ))?,
             cas_update: p(format!(
-                "UPDATE {s}.kv SET value = $4 WHERE scope = $1 AND key = $2 AND value = $3"
+                "UPDATE {s}.kv SET value = $4 WHERE {kv_match} AND value = $3"
             ))?,
             cas_delete: p(format!(
-                "DELETE FROM {s}.kv WHERE scope = $1 AND key = $2 AND value = $3"
+                "DELETE FROM {s}.kv WHERE {kv_match} AND value = $3"
             ))?,
             advisory_lock: p("SELECT pg_advisory_xact_lock($1)".to_owned())?,
             // The id is drawn after the touch row is locked (see the module docs).
@@ -166,7 +167,8 @@ impl Statements {
             ))?,
             scan: p(format!(
                 "SELECT id, value FROM {s}.log \
-                 WHERE scope = $1 AND ns = $2 AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
+                 WHERE {scope1} AND sha256(ns) = sha256($2) AND ns = $2 \
+                 AND sha256(key) = sha256($3) AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
             ))?,
             // One sequence value per push, items ordered by their position in it.
             queue_push: p(format!(
@@ -179,24 +181,20 @@ impl Statements {
             // be planned as a join that re-runs the subquery and deletes more.
             queue_pop: p(format!(
                 "DELETE FROM {s}.queue WHERE id = (\
-                     SELECT id FROM {s}.queue WHERE scope = $1 \
+                     SELECT id FROM {s}.queue WHERE {scope1} \
                      ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
                  RETURNING value"
             ))?,
-            clear_touch: p(format!("DELETE FROM {s}.touch WHERE scope = $1"))?,
-            clear_kv: p(format!("DELETE FROM {s}.kv WHERE scope = $1"))?,
-            clear_log: p(format!("DELETE FROM {s}.log WHERE scope = $1"))?,
-            clear_queue: p(format!("DELETE FROM {s}.queue WHERE scope = $1"))?,
+            clear_touch: p(format!("DELETE FROM {s}.touch WHERE {scope1}"))?,
+            clear_kv: p(format!("DELETE FROM {s}.kv WHERE {scope1}"))?,
+            clear_log: p(format!("DELETE FROM {s}.log WHERE {scope1}"))?,
+            clear_queue: p(format!("DELETE FROM {s}.queue WHERE {scope1}"))?,
             gc_touch: p(format!(
-                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
+                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope, sha256(scope)"
             ))?,
-            gc_kv: p(format!("DELETE FROM {s}.kv WHERE scope = ANY($1::bytea[])"))?,
-            gc_log: p(format!(
-                "DELETE FROM {s}.log WHERE scope = ANY($1::bytea[])"
-            ))?,
-            gc_queue: p(format!(
-                "DELETE FROM {s}.queue WHERE scope = ANY($1::bytea[])"
-            ))?,
+            gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
+            gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
+            gc_queue: p(format!("DELETE FROM {s}.queue WHERE {scopes_in}"))?,
         })
     }
 }
@@ -559,15 +557,15 @@ impl FunctionStorage for PostgresStorage {
             tx.execute(&st.advisory_lock, &[&self.gc_lock])?;
             // Only scopes still stale when their touch row is deleted (and locked):
             // a writer that stamped meanwhile makes the recheck skip its scope.
-            let scopes: Vec<Vec<u8>> = tx
+            let (scopes, digests): (Vec<Vec<u8>>, Vec<Vec<u8>>) = tx
                 .query(&st.gc_touch, &[&cutoff])?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| (r.get(0), r.get(1)))
+                .unzip();
             if !scopes.is_empty() {
-                tx.execute(&st.gc_kv, &[&scopes])?;
-                tx.execute(&st.gc_log, &[&scopes])?;
-                tx.execute(&st.gc_queue, &[&scopes])?;
+                tx.execute(&st.gc_kv, &[&scopes, &digests])?;
+                tx.execute(&st.gc_log, &[&scopes, &digests])?;
+                tx.execute(&st.gc_queue, &[&scopes, &digests])?;
             }
             tx.commit()?;
             Ok(GcReport { scopes })
