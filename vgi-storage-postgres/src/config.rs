@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use postgres::config::{Host, SslMode};
-use vgi_storage_core::{Result, SharedClock, system_clock};
+use vgi_storage_core::{Result, SharedClock};
 
 use crate::error;
 use crate::store::PostgresStorage;
@@ -79,7 +79,7 @@ pub struct PostgresBuilder {
     pub(crate) pool_size: usize,
     pub(crate) checkout_timeout: Duration,
     pub(crate) connect_timeout: Option<Duration>,
-    pub(crate) clock: SharedClock,
+    pub(crate) clock: Option<SharedClock>,
     pub(crate) max_value_len: usize,
 }
 
@@ -105,7 +105,7 @@ impl PostgresBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
             connect_timeout: None,
-            clock: system_clock(),
+            clock: None,
             max_value_len: crate::MAX_VALUE_LEN,
         }
     }
@@ -143,10 +143,17 @@ impl PostgresBuilder {
         self
     }
 
-    /// The clock that stamps writes for `gc` (default: the system clock).
+    /// For tests only: stamp writes and date `gc` with `clock` instead of the
+    /// server's clock.
+    ///
+    /// By default the server's clock does both, so every host of a fleet agrees
+    /// on what is stale: with host clocks, one host whose clock runs a day ahead
+    /// would sweep the whole fleet's fresh state. A test clock lets a test move
+    /// time (the conformance suite's `gc` checks do); every store on the schema
+    /// must then use the same one.
     #[must_use]
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+    pub fn test_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
         self
     }
 

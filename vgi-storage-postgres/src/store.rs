@@ -80,6 +80,11 @@ const CAPABILITIES: Capabilities = Capabilities::new()
     .with_shared_across_hosts(true)
     .with_max_value_len(MAX_VALUE_LEN);
 
+/// The server's clock in milliseconds since the Unix epoch: the one clock every
+/// host of a fleet agrees on. `clock_timestamp()`, not `now()`, so a stamp is
+/// taken when the write runs, not when its transaction began.
+const SERVER_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+
 /// The statements one connection prepared against the store's schema.
 struct Statements {
     touch: Statement,
@@ -92,6 +97,7 @@ struct Statements {
     cas_update: Statement,
     cas_delete: Statement,
     advisory_lock: Statement,
+    server_now: Statement,
     log_append: Statement,
     log_ids: Statement,
     log_insert_many: Statement,
@@ -117,9 +123,10 @@ impl Statements {
         let kv_match = format!("{scope1} AND sha256(key) = sha256($2) AND key = $2");
         // The touch upsert as a data-modifying CTE: the main statement reads its
         // row, so the touch runs (and takes its row lock) before the data write.
-        // $1 is the scope, $2 the clock.
+        // $1 is the scope, $2 the test clock's stamp or NULL for the server's clock.
         let touch_upsert = format!(
-            "INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
+            "INSERT INTO {s}.touch (scope, touched_at) \
+             VALUES ($1, COALESCE($2::int8, {SERVER_NOW_MS})) \
              ON CONFLICT ((sha256(scope))) DO UPDATE SET touched_at = EXCLUDED.touched_at"
         );
         let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
@@ -153,6 +160,7 @@ impl Statements {
                 "DELETE FROM {s}.kv WHERE {kv_match} AND value = $3"
             ))?,
             advisory_lock: p("SELECT pg_advisory_xact_lock($1)".to_owned())?,
+            server_now: p(format!("SELECT {SERVER_NOW_MS}"))?,
             // The id is drawn after the touch row is locked (see the module docs).
             log_append: p(format!(
                 "{touch_cte} INSERT INTO {s}.log (scope, ns, key, id, value) \
@@ -232,7 +240,9 @@ pub struct PostgresStorage {
     name: String,
     schema: String,
     pool: Pool<Conn>,
-    clock: SharedClock,
+    /// A test clock replacing the server's (`PostgresBuilder::test_clock`); `None`
+    /// in production, where the server's clock stamps writes and dates gc.
+    clock: Option<SharedClock>,
     gc_lock: i64,
     max_value_len: usize,
 }
@@ -355,14 +365,19 @@ impl PostgresStorage {
         check_value_len(&self.name, self.max_value_len, len)
     }
 
+    /// The stamp a write sends: the test clock's time, or `None` for the
+    /// server to stamp with its own clock.
+    fn stamp(&self) -> Option<i64> {
+        self.clock.as_ref().map(|c| c.now_millis())
+    }
+
     fn touch(
         &self,
         tx: &mut Transaction<'_>,
         st: &Statements,
         scope: &[u8],
     ) -> Result<(), PgError> {
-        let now = self.clock.now_millis();
-        tx.execute(&st.touch, &[&scope, &now])?;
+        tx.execute(&st.touch, &[&scope, &self.stamp()])?;
         Ok(())
     }
 }
@@ -389,7 +404,7 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
-        let now = self.clock.now_millis();
+        let now = self.stamp();
         self.run("kv_put", |client, st| {
             client.execute(&st.kv_put, &[&scope, &now, &key, &value])?;
             Ok(())
@@ -433,7 +448,7 @@ impl FunctionStorage for PostgresStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
-        let now = self.clock.now_millis();
+        let now = self.stamp();
         self.run("append", |client, st| {
             let row = client.query_one(&st.log_append, &[&scope, &now, &ns, &key, &value])?;
             Ok(row.get(0))
@@ -484,7 +499,7 @@ impl FunctionStorage for PostgresStorage {
             last.insert(k, v);
         }
         let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
-        let now = self.clock.now_millis();
+        let now = self.stamp();
         self.run("kv_put_batch", |client, st| {
             client.execute(&st.kv_put_many, &[&scope, &now, &keys, &values])?;
             Ok(())
@@ -522,7 +537,7 @@ impl FunctionStorage for PostgresStorage {
         for item in items {
             self.check_len(item.len())?;
         }
-        let now = self.clock.now_millis();
+        let now = self.stamp();
         self.run("queue_push", |client, st| {
             client.execute(&st.queue_push, &[&scope, &now, &items])?;
             Ok(())
@@ -549,12 +564,23 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
-        let Some(cutoff) = gc_cutoff_millis(self.clock.now_millis(), ttl) else {
+        let test_now = self.stamp();
+        if test_now.is_some_and(|now| gc_cutoff_millis(now, ttl).is_none()) {
             return Ok(GcReport::default());
-        };
+        }
         self.run("gc", |client, st| {
             let mut tx = client.transaction()?;
             tx.execute(&st.advisory_lock, &[&self.gc_lock])?;
+            // The server's clock, read once the lock is held (another pass may
+            // have held it a while), unless a test clock stands in for it.
+            let now = match test_now {
+                Some(now) => now,
+                None => tx.query_one(&st.server_now, &[])?.get(0),
+            };
+            let Some(cutoff) = gc_cutoff_millis(now, ttl) else {
+                tx.commit()?;
+                return Ok(GcReport::default());
+            };
             // Only scopes still stale when their touch row is deleted (and locked):
             // a writer that stamped meanwhile makes the recheck skip its scope.
             let (scopes, digests): (Vec<Vec<u8>>, Vec<Vec<u8>>) = tx

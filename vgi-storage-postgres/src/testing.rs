@@ -447,7 +447,7 @@ pub fn store_builder(schema: &str) -> vgi_storage_core::Result<PostgresBuilder> 
 ///
 /// Errors as for [`store_builder`].
 pub fn open_store(schema: &str, clock: SharedClock) -> vgi_storage_core::Result<PostgresStorage> {
-    store_builder(schema)?.clock(clock).connect()
+    store_builder(schema)?.test_clock(clock).connect()
 }
 
 fn as_user(run_as: Option<&RunAs>, program: &Path) -> Command {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
-use vgi_storage_core::{Result, SharedClock, SharedStorage, StorageError, system_clock};
+use vgi_storage_core::{Result, SharedClock, SharedStorage, StorageError};
 
 use crate::BackendKind;
 
@@ -254,16 +254,24 @@ impl StorageConfig {
             .transpose()
     }
 
-    /// Build the store this config describes, on the system clock.
+    /// Build the store this config describes, on its own clock: the system
+    /// clock for the local backends, the server's clock for PostgreSQL (one
+    /// clock for every host of a fleet).
     pub fn open(&self) -> Result<SharedStorage> {
-        self.open_with_clock(system_clock())
+        self.validate()?;
+        self.backend.ensure_compiled_in()?;
+        crate::backends::open(self, None)
     }
 
-    /// Build the store this config describes, stamping writes with `clock`.
+    /// Build the store this config describes, stamping writes and dating `gc`
+    /// with `clock`, for tests and benchmarks that move time.
+    ///
+    /// For PostgreSQL this replaces the server's clock (the backend's
+    /// `test_clock`): every store sharing the schema must then use the same clock.
     pub fn open_with_clock(&self, clock: SharedClock) -> Result<SharedStorage> {
         self.validate()?;
         self.backend.ensure_compiled_in()?;
-        crate::backends::open(self, clock)
+        crate::backends::open(self, Some(clock))
     }
 }
 
