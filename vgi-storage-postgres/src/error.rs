@@ -29,6 +29,12 @@ pub(crate) fn kind_of(err: &PgError) -> ErrorKind {
     }
 }
 
+/// Whether `err` is the connection going away (no answer from the server):
+/// after a request was sent, its outcome is then unknown.
+pub(crate) fn is_connection_loss(err: &PgError) -> bool {
+    err.code().is_none() && (err.is_closed() || io_source(err).is_some())
+}
+
 /// Whether the connection that produced `err` can no longer be trusted.
 pub(crate) fn breaks_connection(err: &PgError) -> bool {
     match err.code() {
@@ -101,6 +107,36 @@ pub(crate) fn hint(kind: ErrorKind) -> &'static str {
 pub(crate) fn operation(store: &str, operation: &'static str, err: PgError) -> StorageError {
     let kind = kind_of(&err);
     StorageError::operation(store, operation, kind, hint(kind), err)
+}
+
+/// The connection was lost after `operation`'s request was sent: it may or may
+/// not have taken effect. Not retryable; the hint says what is safe for this call.
+pub(crate) fn outcome_unknown(store: &str, operation: &'static str, err: PgError) -> StorageError {
+    let hint = match operation {
+        "kv_put" | "kv_put_batch" | "kv_del" | "clear" | "gc" => {
+            "the connection was lost after the request was sent, so the call may or may not have \
+             taken effect; it is idempotent: repeating it is safe"
+        }
+        "append" | "append_batch" => {
+            "the connection was lost after the request was sent, so the entries may or may not \
+             have been appended; scan the log before appending again, or they may appear twice"
+        }
+        "queue_push" => {
+            "the connection was lost after the request was sent, so the items may or may not have \
+             been queued; repeating the push may queue them twice"
+        }
+        "queue_pop" => {
+            "the connection was lost while the pop committed, so the item may have been removed \
+             without reaching this caller; a pop lost before its commit leaves the item queued"
+        }
+        "kv_compare_and_swap" => {
+            "the connection was lost while the swap committed, so it may or may not have taken \
+             effect; read the value before deciding, as a repeat may answer false for a swap \
+             the first attempt made"
+        }
+        _ => vgi_storage_core::default_hint(ErrorKind::OutcomeUnknown),
+    };
+    StorageError::operation(store, operation, ErrorKind::OutcomeUnknown, hint, err)
 }
 
 /// An error opening the store (connecting, creating the schema).

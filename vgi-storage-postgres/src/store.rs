@@ -330,25 +330,41 @@ impl PostgresStorage {
     fn run<T: Send>(
         &self,
         operation: &'static str,
-        f: impl FnMut(&mut Client, &Statements) -> Result<T, PgError> + Send,
+        effect: Effect,
+        f: impl FnMut(&mut Client, &Statements) -> Result<T, Fail> + Send,
     ) -> Result<T> {
-        blocking::off_runtime(&self.name, operation, || self.run_here(operation, f))
+        blocking::off_runtime(&self.name, operation, || {
+            self.run_here(operation, effect, f)
+        })
     }
 
     fn run_here<T>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut(&mut Client, &Statements) -> Result<T, PgError>,
+        effect: Effect,
+        mut f: impl FnMut(&mut Client, &Statements) -> Result<T, Fail>,
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
+            // A failure to check out or open a connection never reached the
+            // server: it stays `Unavailable` (retryable).
             let mut conn = self.pool.get(operation)?;
             let Conn { client, st } = &mut *conn;
             match f(client, st) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
+                Err(Fail { err: e, at_commit }) => {
                     conn.note_error(&e);
-                    let err = error::operation(&self.name, operation, e);
+                    let unknown = error::is_connection_loss(&e)
+                        && match effect {
+                            Effect::Read => false,
+                            Effect::Write => true,
+                            Effect::Transaction => at_commit,
+                        };
+                    let err = if unknown {
+                        error::outcome_unknown(&self.name, operation, e)
+                    } else {
+                        error::operation(&self.name, operation, e)
+                    };
                     if attempt < CONFLICT_RETRIES
                         && err.kind() == vgi_storage_core::ErrorKind::Conflict
                     {
@@ -371,15 +387,47 @@ impl PostgresStorage {
         self.clock.as_ref().map(|c| c.now_millis())
     }
 
-    fn touch(
-        &self,
-        tx: &mut Transaction<'_>,
-        st: &Statements,
-        scope: &[u8],
-    ) -> Result<(), PgError> {
+    fn touch(&self, tx: &mut Transaction<'_>, st: &Statements, scope: &[u8]) -> Result<(), Fail> {
         tx.execute(&st.touch, &[&scope, &self.stamp()])?;
         Ok(())
     }
+}
+
+/// What a lost connection means for a call, by how the call writes.
+#[derive(Clone, Copy)]
+enum Effect {
+    /// Reads only: whatever was lost, nothing changed, so repeating is safe.
+    Read,
+    /// One autocommit statement: once sent, it may have committed before the
+    /// connection was lost.
+    Write,
+    /// An explicit transaction: lost before its commit was sent, the server
+    /// rolls it back (nothing changed); lost during the commit, it may have
+    /// committed.
+    Transaction,
+}
+
+/// A failed attempt: the client's error, and whether it came from the commit.
+pub(crate) struct Fail {
+    err: PgError,
+    at_commit: bool,
+}
+
+impl From<PgError> for Fail {
+    fn from(err: PgError) -> Self {
+        Self {
+            err,
+            at_commit: false,
+        }
+    }
+}
+
+/// Commit `tx`, marking a failure as one whose outcome the server decided.
+fn commit(tx: Transaction<'_>) -> Result<(), Fail> {
+    tx.commit().map_err(|err| Fail {
+        err,
+        at_commit: true,
+    })
 }
 
 fn to_limit(n: usize) -> i64 {
@@ -396,7 +444,7 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run("kv_get", |client, st| {
+        self.run("kv_get", Effect::Read, |client, st| {
             let row = client.query_opt(&st.kv_get, &[&scope, &key])?;
             Ok(row.map(|r| r.get(0)))
         })
@@ -405,15 +453,16 @@ impl FunctionStorage for PostgresStorage {
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
         let now = self.stamp();
-        self.run("kv_put", |client, st| {
+        self.run("kv_put", Effect::Write, |client, st| {
             client.execute(&st.kv_put, &[&scope, &now, &key, &value])?;
             Ok(())
         })
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        self.run("kv_del", |client, st| {
-            client.execute(&st.kv_del, &[&scope, &key]).map(|_| ())
+        self.run("kv_del", Effect::Write, |client, st| {
+            client.execute(&st.kv_del, &[&scope, &key])?;
+            Ok(())
         })
     }
 
@@ -427,7 +476,7 @@ impl FunctionStorage for PostgresStorage {
         if let Some(v) = new {
             self.check_len(v.len())?;
         }
-        self.run("kv_compare_and_swap", |client, st| {
+        self.run("kv_compare_and_swap", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // Touch first (see the module docs); rolled back if the swap fails.
             self.touch(&mut tx, st, scope)?;
@@ -438,7 +487,7 @@ impl FunctionStorage for PostgresStorage {
                 (None, None) => tx.query_opt(&st.kv_exists, &[&scope, &key])?.is_none(),
             };
             if swapped {
-                tx.commit()?;
+                commit(tx)?;
             } else {
                 tx.rollback()?;
             }
@@ -449,7 +498,7 @@ impl FunctionStorage for PostgresStorage {
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
         let now = self.stamp();
-        self.run("append", |client, st| {
+        self.run("append", Effect::Write, |client, st| {
             let row = client.query_one(&st.log_append, &[&scope, &now, &ns, &key, &value])?;
             Ok(row.get(0))
         })
@@ -469,7 +518,7 @@ impl FunctionStorage for PostgresStorage {
             self.check_len(v.len())?;
         }
         let count = to_limit(values.len());
-        self.run("append_batch", |client, st| {
+        self.run("append_batch", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row lock, held to commit, orders ids (see the module docs).
             self.touch(&mut tx, st, scope)?;
@@ -481,7 +530,7 @@ impl FunctionStorage for PostgresStorage {
             // One sequence hands out increasing values; sort in case rows came back unordered.
             ids.sort_unstable();
             tx.execute(&st.log_insert_many, &[&scope, &ns, &key, &ids, &values])?;
-            tx.commit()?;
+            commit(tx)?;
             Ok(ids)
         })
     }
@@ -500,7 +549,7 @@ impl FunctionStorage for PostgresStorage {
         }
         let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
         let now = self.stamp();
-        self.run("kv_put_batch", |client, st| {
+        self.run("kv_put_batch", Effect::Write, |client, st| {
             client.execute(&st.kv_put_many, &[&scope, &now, &keys, &values])?;
             Ok(())
         })
@@ -518,7 +567,7 @@ impl FunctionStorage for PostgresStorage {
             return Ok(Vec::new());
         }
         let limit = to_limit(limit);
-        self.run("scan", |client, st| {
+        self.run("scan", Effect::Read, |client, st| {
             let rows = client.query(&st.scan, &[&scope, &ns, &key, &after_id, &limit])?;
             Ok(rows
                 .iter()
@@ -538,28 +587,33 @@ impl FunctionStorage for PostgresStorage {
             self.check_len(item.len())?;
         }
         let now = self.stamp();
-        self.run("queue_push", |client, st| {
+        self.run("queue_push", Effect::Write, |client, st| {
             client.execute(&st.queue_push, &[&scope, &now, &items])?;
             Ok(())
         })
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run("queue_pop", |client, st| {
-            let row = client.query_opt(&st.queue_pop, &[&scope])?;
-            Ok(row.map(|r| r.get(0)))
+        // Claim the row and commit only with it in hand: a connection lost before
+        // the commit rolls the claim back and leaves the item queued.
+        self.run("queue_pop", Effect::Transaction, |client, st| {
+            let mut tx = client.transaction()?;
+            let row = tx.query_opt(&st.queue_pop, &[&scope])?;
+            let item = row.map(|r| r.get(0));
+            commit(tx)?;
+            Ok(item)
         })
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
-        self.run("clear", |client, st| {
+        self.run("clear", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row first, as gc does: a racing writer waits for us.
             tx.execute(&st.clear_touch, &[&scope])?;
             tx.execute(&st.clear_kv, &[&scope])?;
             tx.execute(&st.clear_log, &[&scope])?;
             tx.execute(&st.clear_queue, &[&scope])?;
-            tx.commit()
+            commit(tx)
         })
     }
 
@@ -568,7 +622,7 @@ impl FunctionStorage for PostgresStorage {
         if test_now.is_some_and(|now| gc_cutoff_millis(now, ttl).is_none()) {
             return Ok(GcReport::default());
         }
-        self.run("gc", |client, st| {
+        self.run("gc", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             tx.execute(&st.advisory_lock, &[&self.gc_lock])?;
             // The server's clock, read once the lock is held (another pass may
@@ -578,7 +632,7 @@ impl FunctionStorage for PostgresStorage {
                 None => tx.query_one(&st.server_now, &[])?.get(0),
             };
             let Some(cutoff) = gc_cutoff_millis(now, ttl) else {
-                tx.commit()?;
+                commit(tx)?;
                 return Ok(GcReport::default());
             };
             // Only scopes still stale when their touch row is deleted (and locked):
@@ -593,7 +647,7 @@ impl FunctionStorage for PostgresStorage {
                 tx.execute(&st.gc_log, &[&scopes, &digests])?;
                 tx.execute(&st.gc_queue, &[&scopes, &digests])?;
             }
-            tx.commit()?;
+            commit(tx)?;
             Ok(GcReport { scopes })
         })
     }
