@@ -70,6 +70,9 @@ use crate::schema::{self, lock_key, quoted};
 /// carries the value plus the other parameters, so leave a margin.
 pub const MAX_VALUE_LEN: usize = (1 << 30) - (1 << 20);
 
+/// How long a pop waits for other pops' locked rows before it is `Busy`.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a call whose transaction hit a deadlock or serialization failure
 /// is retried before the error is returned (the transaction was rolled back
 /// whole, so retrying is safe).
@@ -104,6 +107,8 @@ struct Statements {
     scan: Statement,
     queue_push: Statement,
     queue_pop: Statement,
+    queue_wait: Statement,
+    queue_lock_timeout: Statement,
     clear_touch: Statement,
     clear_kv: Statement,
     clear_log: Statement,
@@ -187,11 +192,25 @@ impl Statements {
             ))?,
             // A scalar `=` subquery claims exactly one row: `IN (... LIMIT 1)` may
             // be planned as a join that re-runs the subquery and deletes more.
+            // Rows locked by other pops are skipped; the second column says
+            // whether the scope had any row at all (the CTE's delete is not yet
+            // visible to it), so a miss on locked rows is not taken for empty.
             queue_pop: p(format!(
-                "DELETE FROM {s}.queue WHERE id = (\
+                "WITH c AS (DELETE FROM {s}.queue WHERE id = (\
                      SELECT id FROM {s}.queue WHERE {scope1} \
                      ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
-                 RETURNING value"
+                 RETURNING value) \
+                 SELECT (SELECT value FROM c), \
+                        EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1})"
+            ))?,
+            // Wait for the pops holding the oldest rows to commit or roll back,
+            // and lock the oldest row left, if any.
+            queue_wait: p(format!(
+                "SELECT id FROM {s}.queue WHERE {scope1} ORDER BY seq, n LIMIT 1 FOR UPDATE"
+            ))?,
+            queue_lock_timeout: p(format!(
+                "SELECT set_config('lock_timeout', '{}ms', true)",
+                QUEUE_WAIT.as_millis()
             ))?,
             clear_touch: p(format!("DELETE FROM {s}.touch WHERE {scope1}"))?,
             clear_kv: p(format!("DELETE FROM {s}.kv WHERE {scope1}"))?,
@@ -596,12 +615,27 @@ impl FunctionStorage for PostgresStorage {
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         // Claim the row and commit only with it in hand: a connection lost before
         // the commit rolls the claim back and leaves the item queued.
+        //
+        // Rows locked by other pops in flight are skipped, but never taken for
+        // an empty queue: those pops may roll back. Then the pop waits for them
+        // (bounded by a lock timeout, after which it is `Busy`) and claims again.
         self.run("queue_pop", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
-            let row = tx.query_opt(&st.queue_pop, &[&scope])?;
-            let item = row.map(|r| r.get(0));
-            commit(tx)?;
-            Ok(item)
+            let mut waited = false;
+            loop {
+                let row = tx.query_one(&st.queue_pop, &[&scope])?;
+                let item: Option<Vec<u8>> = row.get(0);
+                let any: bool = row.get(1);
+                if item.is_some() || !any {
+                    commit(tx)?;
+                    return Ok(item);
+                }
+                if !waited {
+                    tx.query_one(&st.queue_lock_timeout, &[])?;
+                    waited = true;
+                }
+                tx.query_opt(&st.queue_wait, &[&scope])?;
+            }
         })
     }
 

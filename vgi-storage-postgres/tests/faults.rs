@@ -340,3 +340,45 @@ fn an_append_draws_its_id_only_after_taking_the_scope_lock() -> TestResult {
     );
     Ok(())
 }
+
+/// Regression: pop skipped rows locked by pops in flight (`SKIP LOCKED`) and
+/// answered `Ok(None)` while the only item was merely locked, though the
+/// locking pop was about to roll back and release it.
+#[test]
+fn a_pop_never_answers_empty_while_an_item_is_locked() -> TestResult {
+    let server = TestServer::shared()?;
+    server.drop_schema("pop_locked")?;
+    let store = Arc::new(server.builder("pop_locked").connect()?);
+    store.queue_push(b"q", &[b"only".to_vec()])?;
+    // Another session claims the row, as a pop in flight does, then rolls back.
+    let mut other = server.config().connect(postgres::NoTls)?;
+    let mut tx = other.transaction()?;
+    let scope: &[u8] = b"q";
+    let locked = tx.query(
+        "SELECT id FROM pop_locked.queue WHERE scope = $1 FOR UPDATE",
+        &[&scope],
+    )?;
+    assert_eq!(locked.len(), 1);
+    let popper = {
+        let store = store.clone();
+        thread::spawn(move || store.queue_pop(b"q"))
+    };
+    thread::sleep(Duration::from_millis(200));
+    tx.rollback()?;
+    let item = popper.join().map_err(|_| "popper panicked")??;
+    assert_eq!(item.as_deref(), Some(&b"only"[..]));
+
+    // A locker that commits the delete leaves the queue empty: then None.
+    store.queue_push(b"q", &[b"taken".to_vec()])?;
+    let mut tx = other.transaction()?;
+    let taken = tx.execute("DELETE FROM pop_locked.queue WHERE scope = $1", &[&scope])?;
+    assert_eq!(taken, 1);
+    let popper = {
+        let store = store.clone();
+        thread::spawn(move || store.queue_pop(b"q"))
+    };
+    thread::sleep(Duration::from_millis(200));
+    tx.commit()?;
+    assert_eq!(popper.join().map_err(|_| "popper panicked")??, None);
+    Ok(())
+}
