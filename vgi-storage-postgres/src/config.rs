@@ -81,6 +81,7 @@ pub struct PostgresBuilder {
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) clock: Option<SharedClock>,
     pub(crate) max_value_len: usize,
+    pub(crate) max_request_len: usize,
 }
 
 impl fmt::Debug for PostgresBuilder {
@@ -93,6 +94,7 @@ impl fmt::Debug for PostgresBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("clock", &self.clock)
             .field("max_value_len", &self.max_value_len)
+            .field("max_request_len", &self.max_request_len)
             .finish()
     }
 }
@@ -107,6 +109,7 @@ impl PostgresBuilder {
             connect_timeout: None,
             clock: None,
             max_value_len: crate::MAX_VALUE_LEN,
+            max_request_len: crate::MAX_REQUEST_LEN,
         }
     }
 
@@ -163,6 +166,17 @@ impl PostgresBuilder {
     #[must_use]
     pub fn max_value_len(mut self, bytes: usize) -> Self {
         self.max_value_len = bytes.min(crate::MAX_VALUE_LEN);
+        self
+    }
+
+    /// The largest request one call sends, in bytes: the sum of its names and
+    /// values (a batch's included); [`crate::MAX_REQUEST_LEN`] by default, and
+    /// never more, since the server refuses protocol messages of 1 GiB. A
+    /// larger call is refused with [`vgi_storage_core::ErrorKind::TooLarge`]
+    /// before anything is sent: split the batch.
+    #[must_use]
+    pub fn max_request_len(mut self, bytes: usize) -> Self {
+        self.max_request_len = bytes.min(crate::MAX_REQUEST_LEN);
         self
     }
 

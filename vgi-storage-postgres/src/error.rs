@@ -12,37 +12,83 @@ use vgi_storage_core::{BoxError, ErrorKind, StorageError};
 /// The client's error type.
 pub(crate) type PgError = postgres::Error;
 
+/// What a client error without a SQLSTATE is, from the client's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// The connection went away or could not be used (I/O, closed, timeout,
+    /// TLS, a garbled reply): the connection is done for.
+    Lost,
+    /// The request could not be encoded (a parameter too large for the
+    /// protocol, say): found before anything was sent; the connection is fine.
+    Encode { too_large: bool },
+    /// Authentication failed.
+    Auth,
+    /// The connection settings are invalid.
+    Config,
+    /// Anything else (a reply the client could not decode into our types).
+    Other,
+}
+
+/// Sort a client error without a SQLSTATE. The client's own error kinds are
+/// private; their messages are fixed strings, matched here.
+fn client(err: &PgError) -> Client {
+    let text = err.to_string();
+    if text == "error encoding message to server" || text.starts_with("error serializing parameter")
+    {
+        // "value too large to transmit", from the protocol encoder (an I/O error
+        // of kind InvalidInput) or from a type's serializer (a plain message).
+        let too_large = io_source(err).is_some_and(|e| e.kind() == io::ErrorKind::InvalidInput)
+            || sources(err).any(|e| e.to_string().contains("too large"));
+        return Client::Encode { too_large };
+    }
+    if err.is_closed() || io_source(err).is_some() {
+        return Client::Lost;
+    }
+    match text.as_str() {
+        "timeout waiting for server"
+        | "error connecting to server"
+        | "error communicating with the server"
+        | "error performing TLS handshake"
+        | "unexpected message from server"
+        | "error parsing response from server" => Client::Lost,
+        "authentication error" => Client::Auth,
+        "invalid configuration" | "invalid connection string" => Client::Config,
+        _ => Client::Other,
+    }
+}
+
 /// What kind of failure a client error is.
 pub(crate) fn kind_of(err: &PgError) -> ErrorKind {
     if let Some(state) = err.code() {
         return kind_of_sqlstate(state.code());
     }
-    if err.is_closed() || io_source(err).is_some() {
-        return ErrorKind::Unavailable;
-    }
-    // The client's own error kinds are private; their messages are fixed strings.
-    match err.to_string().as_str() {
-        "timeout waiting for server" | "error connecting to server" => ErrorKind::Unavailable,
-        "authentication error" => ErrorKind::PermissionDenied,
-        "invalid configuration" | "invalid connection string" => ErrorKind::InvalidInput,
-        _ => ErrorKind::Other,
+    match client(err) {
+        Client::Lost => ErrorKind::Unavailable,
+        Client::Encode { too_large: true } => ErrorKind::TooLarge,
+        Client::Encode { too_large: false } | Client::Config => ErrorKind::InvalidInput,
+        Client::Auth => ErrorKind::PermissionDenied,
+        Client::Other => ErrorKind::Other,
     }
 }
 
 /// Whether `err` is the connection going away (no answer from the server):
 /// after a request was sent, its outcome is then unknown.
 pub(crate) fn is_connection_loss(err: &PgError) -> bool {
-    err.code().is_none() && (err.is_closed() || io_source(err).is_some())
+    err.code().is_none() && client(err) == Client::Lost
 }
 
 /// Whether the connection that produced `err` can no longer be trusted.
+///
+/// Only connection errors count: a request refused before it was sent (an
+/// encoding error) or a server error that ends only the statement leaves the
+/// connection, and the pool, as they were.
 pub(crate) fn breaks_connection(err: &PgError) -> bool {
     match err.code() {
         Some(state) => {
             let code = state.code();
             code.starts_with("08") || code.starts_with("57P")
         }
-        None => true,
+        None => matches!(client(err), Client::Lost | Client::Other),
     }
 }
 
@@ -68,6 +114,10 @@ fn kind_of_sqlstate(code: &str) -> ErrorKind {
         c if c.starts_with("08") => ErrorKind::Unavailable,
         _ => ErrorKind::Other,
     }
+}
+
+fn sources(err: &PgError) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+    std::iter::successors(err.source(), |e: &&(dyn StdError + 'static)| (*e).source())
 }
 
 fn io_source(err: &PgError) -> Option<&io::Error> {
@@ -169,6 +219,25 @@ pub(crate) fn pool_exhausted(
         hint: format!(
             "no pooled connection became free within {waited_ms} ms; retry the call, or raise \
              the pool size or checkout timeout"
+        ),
+        source: None,
+    }
+}
+
+/// A request too large for one protocol message, refused before it was sent.
+pub(crate) fn request_too_large(
+    store: &str,
+    operation: &'static str,
+    len: usize,
+    max: usize,
+) -> StorageError {
+    StorageError::Operation {
+        store: store.to_owned(),
+        operation,
+        kind: ErrorKind::TooLarge,
+        hint: format!(
+            "the call's names and values come to {len} bytes, more than one request to the \
+             server carries ({max} bytes); nothing was written: split the batch into smaller ones"
         ),
         source: None,
     }

@@ -14,4 +14,4 @@ pub use config::{
     PostgresBuilder, PostgresSource,
 };
 pub use postgres::Config as PgConfig;
-pub use store::{MAX_VALUE_LEN, PostgresStorage};
+pub use store::{MAX_REQUEST_LEN, MAX_VALUE_LEN, PostgresStorage};

@@ -70,6 +70,15 @@ use crate::schema::{self, lock_key, quoted};
 /// carries the value plus the other parameters, so leave a margin.
 pub const MAX_VALUE_LEN: usize = (1 << 30) - (1 << 20);
 
+/// The largest request sent in one message by default (and at most): the
+/// server refuses protocol messages of 1 GiB and more; leave room for the
+/// message's own framing.
+pub const MAX_REQUEST_LEN: usize = (1 << 30) - (1 << 20);
+
+/// What one byte string costs in a request beyond its bytes (its length word,
+/// and an array element's header).
+const PARAM_OVERHEAD: usize = 8;
+
 /// How long a pop waits for other pops' locked rows before it is `Busy`.
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
@@ -264,6 +273,7 @@ pub struct PostgresStorage {
     clock: Option<SharedClock>,
     gc_lock: i64,
     max_value_len: usize,
+    max_request_len: usize,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -339,6 +349,7 @@ impl PostgresStorage {
             clock: builder.clock,
             gc_lock,
             max_value_len: builder.max_value_len,
+            max_request_len: builder.max_request_len,
         })
     }
 
@@ -398,6 +409,28 @@ impl PostgresStorage {
 
     fn check_len(&self, len: usize) -> Result<()> {
         check_value_len(&self.name, self.max_value_len, len)
+    }
+
+    /// Refuse, before anything is sent, a request whose byte strings (`parts`:
+    /// names and values) would not fit in one protocol message: the server
+    /// would drop the session, and the call would look like a lost connection.
+    fn check_request<'a>(
+        &self,
+        operation: &'static str,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
+        let len = parts.into_iter().fold(0usize, |sum, p| {
+            sum.saturating_add(p.len() + PARAM_OVERHEAD)
+        });
+        if len > self.max_request_len {
+            return Err(error::request_too_large(
+                &self.name,
+                operation,
+                len,
+                self.max_request_len,
+            ));
+        }
+        Ok(())
     }
 
     /// The stamp a write sends: the test clock's time, or `None` for the
@@ -463,6 +496,7 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_request("kv_get", [scope, key])?;
         self.run("kv_get", Effect::Read, |client, st| {
             let row = client.query_opt(&st.kv_get, &[&scope, &key])?;
             Ok(row.map(|r| r.get(0)))
@@ -471,6 +505,7 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
+        self.check_request("kv_put", [scope, key, value])?;
         let now = self.stamp();
         self.run("kv_put", Effect::Write, |client, st| {
             client.execute(&st.kv_put, &[&scope, &now, &key, &value])?;
@@ -479,6 +514,7 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        self.check_request("kv_del", [scope, key])?;
         self.run("kv_del", Effect::Write, |client, st| {
             client.execute(&st.kv_del, &[&scope, &key])?;
             Ok(())
@@ -495,6 +531,16 @@ impl FunctionStorage for PostgresStorage {
         if let Some(v) = new {
             self.check_len(v.len())?;
         }
+        // CAS sends the expected and the new value in one statement (an update).
+        self.check_request(
+            "kv_compare_and_swap",
+            [
+                scope,
+                key,
+                expected.unwrap_or_default(),
+                new.unwrap_or_default(),
+            ],
+        )?;
         self.run("kv_compare_and_swap", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // Touch first (see the module docs); rolled back if the swap fails.
@@ -516,6 +562,7 @@ impl FunctionStorage for PostgresStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
+        self.check_request("append", [scope, ns, key, value])?;
         let now = self.stamp();
         self.run("append", Effect::Write, |client, st| {
             let row = client.query_one(&st.log_append, &[&scope, &now, &ns, &key, &value])?;
@@ -536,6 +583,12 @@ impl FunctionStorage for PostgresStorage {
         for v in values {
             self.check_len(v.len())?;
         }
+        self.check_request(
+            "append_batch",
+            [scope, ns, key]
+                .into_iter()
+                .chain(values.iter().map(Vec::as_slice)),
+        )?;
         let count = to_limit(values.len());
         self.run("append_batch", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
@@ -567,6 +620,10 @@ impl FunctionStorage for PostgresStorage {
             last.insert(k, v);
         }
         let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
+        self.check_request(
+            "kv_put_batch",
+            std::iter::once(scope).chain(keys.iter().chain(&values).copied()),
+        )?;
         let now = self.stamp();
         self.run("kv_put_batch", Effect::Write, |client, st| {
             client.execute(&st.kv_put_many, &[&scope, &now, &keys, &values])?;
@@ -585,6 +642,7 @@ impl FunctionStorage for PostgresStorage {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.check_request("scan", [scope, ns, key])?;
         let limit = to_limit(limit);
         self.run("scan", Effect::Read, |client, st| {
             let rows = client.query(&st.scan, &[&scope, &ns, &key, &after_id, &limit])?;
@@ -605,6 +663,10 @@ impl FunctionStorage for PostgresStorage {
         for item in items {
             self.check_len(item.len())?;
         }
+        self.check_request(
+            "queue_push",
+            std::iter::once(scope).chain(items.iter().map(Vec::as_slice)),
+        )?;
         let now = self.stamp();
         self.run("queue_push", Effect::Write, |client, st| {
             client.execute(&st.queue_push, &[&scope, &now, &items])?;
@@ -619,6 +681,7 @@ impl FunctionStorage for PostgresStorage {
         // Rows locked by other pops in flight are skipped, but never taken for
         // an empty queue: those pops may roll back. Then the pop waits for them
         // (bounded by a lock timeout, after which it is `Busy`) and claims again.
+        self.check_request("queue_pop", [scope])?;
         self.run("queue_pop", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             let mut waited = false;
@@ -640,6 +703,7 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
+        self.check_request("clear", [scope])?;
         self.run("clear", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row first, as gc does: a racing writer waits for us.

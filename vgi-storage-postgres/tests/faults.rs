@@ -382,3 +382,43 @@ fn a_pop_never_answers_empty_while_an_item_is_locked() -> TestResult {
     assert_eq!(popper.join().map_err(|_| "popper panicked")??, None);
     Ok(())
 }
+
+/// Regression: a batch larger than one protocol message dropped the session,
+/// came back as retryable `Unavailable`, and emptied the pool. Now it is
+/// refused before anything is sent, with `TooLarge`, and writes nothing. (The
+/// request limit is lowered here; the default sits just under the server's
+/// 1 GiB message limit.)
+#[test]
+fn a_request_over_the_message_limit_is_too_large_and_writes_nothing() -> TestResult {
+    let server = TestServer::shared()?;
+    server.drop_schema("request_limit")?;
+    let store = server
+        .builder("request_limit")
+        .max_request_len(64 * 1024)
+        .connect()?;
+    let chunk = vec![7u8; 30 * 1024];
+    let three = vec![chunk.clone(), chunk.clone(), chunk.clone()];
+    let too_large = |r: Result<()>| r.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge);
+    assert!(too_large(
+        store.append_batch(b"s", b"n", b"k", &three).map(|_| ())
+    ));
+    assert!(too_large(store.queue_push(b"s", &three)));
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..3u8).map(|i| (vec![i], chunk.clone())).collect();
+    assert!(too_large(store.kv_put_batch(b"s", &entries)));
+    // One value under the value limit, with a long key, is too large as a request.
+    assert!(too_large(store.kv_put(
+        b"s",
+        &chunk,
+        &[chunk.clone(), chunk.clone()].concat()
+    )));
+    let err = store.append_batch(b"s", b"n", b"k", &three).err();
+    let text = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("split the batch"), "{text}");
+    // Nothing was written, and the store goes on working.
+    assert_eq!(store.scan(b"s", b"n", b"k", -1, 10)?, vec![]);
+    assert_eq!(store.queue_pop(b"s")?, None);
+    assert_eq!(store.kv_get(b"s", &[0])?, None);
+    store.append_batch(b"s", b"n", b"k", &three[..2])?;
+    assert_eq!(store.scan(b"s", b"n", b"k", -1, 10)?.len(), 2);
+    Ok(())
+}
