@@ -66,7 +66,13 @@ impl fmt::Debug for StorageConfig {
         f.debug_struct("StorageConfig")
             .field("backend", &self.backend)
             .field("path", &self.path)
-            .field("url", &self.url.as_deref().map(redact_url))
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(crate::redact::redact_connection_string),
+            )
             .field("options", &self.options)
             .finish()
     }
@@ -378,41 +384,6 @@ fn percent_decode(s: &str, backend: BackendKind) -> Result<String> {
         hint: format!("`{s}` does not decode to UTF-8"),
         source: Some(Box::new(e)),
     })
-}
-
-/// `postgres://user:secret@host/db?password=x` -> `postgres://user:***@host/db?password=***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) if userinfo.contains(':') => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    format!("{scheme}://{user}:***@{host}{path}")
-                }
-                _ => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<&str> = query
-            .split('&')
-            .map(|p| {
-                if p.starts_with("password=") {
-                    "password=***"
-                } else {
-                    p
-                }
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
 }
 
 fn deserialize_options<'de, D>(de: D) -> std::result::Result<BTreeMap<String, String>, D::Error>
