@@ -23,6 +23,9 @@ enum Client {
     Encode { too_large: bool },
     /// Authentication failed.
     Auth,
+    /// TLS was refused: the server's certificate failed verification (kind
+    /// `PermissionDenied`) or the server offers no TLS (kind `Unsupported`).
+    Tls(ErrorKind),
     /// The connection settings are invalid.
     Config,
     /// Anything else (a reply the client could not decode into our types).
@@ -40,6 +43,9 @@ fn client(err: &PgError) -> Client {
         let too_large = io_source(err).is_some_and(|e| e.kind() == io::ErrorKind::InvalidInput)
             || sources(err).any(|e| e.to_string().contains("too large"));
         return Client::Encode { too_large };
+    }
+    if let Some(kind) = crate::tls::failure(err) {
+        return Client::Tls(kind);
     }
     if err.is_closed() || io_source(err).is_some() {
         return Client::Lost;
@@ -67,6 +73,7 @@ pub(crate) fn kind_of(err: &PgError) -> ErrorKind {
         Client::Encode { too_large: true } => ErrorKind::TooLarge,
         Client::Encode { too_large: false } | Client::Config => ErrorKind::InvalidInput,
         Client::Auth => ErrorKind::PermissionDenied,
+        Client::Tls(kind) => kind,
         Client::Other => ErrorKind::Other,
     }
 }
@@ -153,10 +160,26 @@ pub(crate) fn hint(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// The hint for `err` of `kind`: TLS refusals get their own.
+fn hint_for(err: &PgError, kind: ErrorKind) -> &'static str {
+    match (err.code(), client(err)) {
+        (None, Client::Tls(ErrorKind::Unsupported)) => {
+            "the server does not offer TLS, and sslmode requires it; enable ssl on the server, \
+             or use sslmode=prefer or disable only on a trusted network"
+        }
+        (None, Client::Tls(_)) => {
+            "the server's TLS certificate failed verification (an unknown certificate authority, \
+             or, with sslmode=verify-full, a certificate not issued for this host name); check \
+             sslrootcert and the host name in the connection string"
+        }
+        _ => hint(kind),
+    }
+}
+
 /// An error of operation `operation` on store `store`.
 pub(crate) fn operation(store: &str, operation: &'static str, err: PgError) -> StorageError {
     let kind = kind_of(&err);
-    StorageError::operation(store, operation, kind, hint(kind), err)
+    StorageError::operation(store, operation, kind, hint_for(&err, kind), err)
 }
 
 /// The connection was lost after `operation`'s request was sent: it may or may
@@ -192,7 +215,8 @@ pub(crate) fn outcome_unknown(store: &str, operation: &'static str, err: PgError
 /// An error opening the store (connecting, creating the schema).
 pub(crate) fn open(store: &str, location: &str, err: PgError) -> StorageError {
     let kind = kind_of(&err);
-    StorageError::open(store, location, kind, hint(kind), Some(Box::new(err)))
+    let hint = hint_for(&err, kind);
+    StorageError::open(store, location, kind, hint, Some(Box::new(err)))
 }
 
 /// An error opening the store with a kind and hint of our own.

@@ -54,7 +54,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Statement, Transaction};
+use postgres::{Client, Statement, Transaction};
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, check_value_len,
     gc_cutoff_millis,
@@ -65,6 +65,7 @@ use crate::config::{PostgresBuilder, PostgresSource, describe};
 use crate::error::{self, PgError};
 use crate::pool::{Connection, Pool};
 use crate::schema::{self, lock_key, quoted};
+use crate::tls;
 
 /// Largest value accepted: a bytea holds up to 1 GiB, and one protocol message
 /// carries the value plus the other parameters, so leave a margin.
@@ -249,8 +250,12 @@ impl Connection for Conn {
 }
 
 /// Open one connection and prepare the store's statements on it.
-fn connect_one(config: &postgres::Config, schema: &str) -> Result<Conn, PgError> {
-    let mut client = config.connect(NoTls)?;
+fn connect_one(
+    config: &postgres::Config,
+    connector: &tls::Connector,
+    schema: &str,
+) -> Result<Conn, PgError> {
+    let mut client = connector.connect(config)?;
     let st = Statements::prepare(&mut client, schema)?;
     Ok(Conn {
         client: DropOffRuntime::new(client),
@@ -291,9 +296,10 @@ impl PostgresStorage {
     ///
     /// In a URL, the parameter `schema=NAME` picks the schema; settings the
     /// string leaves out (host, port, user, password, database) come from the
-    /// libpq variables, as with libpq. `sslmode=require` (or `verify-*`) is
-    /// refused with a clear error: this build has no TLS and never falls back
-    /// to a clear connection when TLS was asked for.
+    /// libpq variables, as with libpq. TLS follows libpq's `sslmode`
+    /// (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) with
+    /// `sslrootcert`, `sslcert` and `sslkey`; it never falls back to a clear
+    /// connection when `require` or stricter was asked for.
     pub fn builder(source: impl Into<PostgresSource>) -> PostgresBuilder {
         PostgresBuilder::new(source.into())
     }
@@ -321,10 +327,12 @@ impl PostgresStorage {
     }
 
     fn open_here(builder: PostgresBuilder) -> Result<Self> {
-        let (config, schema) = builder.resolve()?;
+        let (mut config, schema, tls_settings) = builder.resolve()?;
         let name = describe(&config, &schema);
-        let mut client = config
-            .connect(NoTls)
+        let (connector, client_mode) = tls::connector(&tls_settings)?;
+        config.ssl_mode(client_mode);
+        let mut client = connector
+            .connect(&config)
             .map_err(|e| error::open("postgres", &name, e))?;
         schema::ensure(&mut client, &schema, &name)?;
         let st = Statements::prepare(&mut client, &schema)
@@ -334,7 +342,7 @@ impl PostgresStorage {
             st,
         };
         let connector_schema = schema.clone();
-        let connector = Box::new(move || connect_one(&config, &connector_schema));
+        let connector = Box::new(move || connect_one(&config, &connector, &connector_schema));
         let gc_lock = lock_key(&[b"vgi-storage-postgres:gc", schema.as_bytes()]);
         Ok(Self {
             pool: Pool::new(

@@ -104,6 +104,20 @@ impl TestServer {
     /// Start a server of its own with extra settings (`-c name=value`), which
     /// override the test defaults: e.g. `[("fsync", "on")]` for measurements.
     pub fn start_with(settings: &[(&str, &str)]) -> io::Result<TestServer> {
+        Self::start_inner(settings, None)
+    }
+
+    /// Start a server of its own with TLS on (`ssl=on`), serving the PEM
+    /// certificate (chain) `cert` with private key `key`, both copied into the
+    /// server's directory. Clients may connect with or without TLS over TCP.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> io::Result<TestServer> {
+        Self::start_inner(&[], Some((cert, key)))
+    }
+
+    fn start_inner(
+        settings: &[(&str, &str)],
+        tls: Option<(&Path, &Path)>,
+    ) -> io::Result<TestServer> {
         let bin = find_binaries()?;
         let run_as = if vgi_storage_core::dirs::current_uid()? == 0 {
             Some(unprivileged_user()?)
@@ -115,16 +129,35 @@ impl TestServer {
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid))?;
         }
+        let mut all: String = settings.iter().fold(String::new(), |mut out, (k, v)| {
+            let _ = write!(out, " -c {k}={v}");
+            out
+        });
+        if let Some((cert, key)) = tls {
+            // The server reads them as its own user and wants the key private.
+            let (cert_to, key_to) = (base.join("server.crt"), base.join("server.key"));
+            fs::copy(cert, &cert_to)?;
+            fs::copy(key, &key_to)?;
+            fs::set_permissions(&key_to, fs::Permissions::from_mode(0o600))?;
+            if let Some(user) = &run_as {
+                for file in [&cert_to, &key_to] {
+                    std::os::unix::fs::chown(file, Some(user.uid), Some(user.gid))?;
+                }
+            }
+            let _ = write!(
+                all,
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_to.display(),
+                key_to.display()
+            );
+        }
         let server = TestServer {
             data: base.join("data"),
             base,
             port: free_port()?,
             bin,
             run_as,
-            settings: settings.iter().fold(String::new(), |mut out, (k, v)| {
-                let _ = write!(out, " -c {k}={v}");
-                out
-            }),
+            settings: all,
             watcher: Mutex::new(None),
         };
         server.spawn_watcher()?;

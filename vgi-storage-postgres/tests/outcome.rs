@@ -123,6 +123,8 @@ impl Proxy {
             .user(PASSWORD_USER)
             .password(PASSWORD)
             .dbname("postgres")
+            // In clear: the proxy parses the server's messages.
+            .ssl_mode(postgres::config::SslMode::Disable)
             .connect_timeout(Duration::from_secs(10));
         PostgresStorage::builder(config)
             .schema(schema)
