@@ -167,6 +167,57 @@ impl TestServer {
         Ok(server)
     }
 
+    /// Start a streaming standby of `primary` (a base backup taken with
+    /// `pg_basebackup -R`), on a port and directory of its own. It follows
+    /// the primary until [`TestServer::promote`]d. To make it synchronous, set
+    /// `synchronous_standby_names` on the primary afterwards (see
+    /// [`TestServer::superuser_sql`]).
+    pub fn start_standby(primary: &TestServer) -> io::Result<TestServer> {
+        let base = tempfile::Builder::new().prefix("vgi-pg-").tempdir()?.keep();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700))?;
+        if let Some(user) = &primary.run_as {
+            std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid))?;
+        }
+        let server = TestServer {
+            data: base.join("data"),
+            base,
+            port: free_port()?,
+            bin: primary.bin.clone(),
+            run_as: primary.run_as.clone(),
+            settings: String::new(),
+            watcher: Mutex::new(None),
+        };
+        server.spawn_watcher()?;
+        let data = server.data.to_string_lossy().into_owned();
+        let host = primary.base.to_string_lossy().into_owned();
+        let port = primary.port.to_string();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "--no-sync",
+            ],
+        )?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// Promote a standby to primary, waiting until it accepts writes.
+    pub fn promote(&self) -> io::Result<()> {
+        let data = self.data.to_string_lossy().into_owned();
+        self.run("pg_ctl", &["promote", "-D", &data, "-w", "-t", "60", "-s"])
+    }
+
     /// The port the server listens on, over TCP on 127.0.0.1 and as its socket's name.
     #[must_use]
     pub fn port(&self) -> u16 {
