@@ -51,6 +51,53 @@ fn wait_for_sync(primary: &TestServer) -> TestResult {
     Err("the standby never became synchronous".into())
 }
 
+/// A writer (append and push) and a popper, recording what was acknowledged,
+/// until `stop`.
+fn spawn_load(
+    store: &Arc<PostgresStorage>,
+    seen: &Arc<Mutex<Seen>>,
+    stop: &Arc<AtomicBool>,
+) -> [thread::JoinHandle<()>; 2] {
+    let writer = {
+        let (store, seen, stop) = (Arc::clone(store), Arc::clone(seen), Arc::clone(stop));
+        thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let value = format!("v{n}").into_bytes();
+                match store.append(b"s", b"n", b"log", &value) {
+                    Ok(id) => note(&seen, |s| s.appended.push((id, value.clone()))),
+                    Err(e) => error(&seen, &e),
+                }
+                match store.queue_push(b"q", std::slice::from_ref(&value)) {
+                    Ok(()) => note(&seen, |s| s.pushed.push(value)),
+                    Err(e) => error(&seen, &e),
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let popper = {
+        let (store, seen, stop) = (Arc::clone(store), Arc::clone(seen), Arc::clone(stop));
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match store.queue_pop(b"q") {
+                    Ok(Some(item)) => note(&seen, |s| s.popped.push(item)),
+                    Ok(None) => thread::sleep(Duration::from_millis(3)),
+                    Err(e) => {
+                        if e.kind() == ErrorKind::OutcomeUnknown {
+                            note(&seen, |s| s.pops_unknown += 1);
+                        }
+                        error(&seen, &e);
+                    }
+                }
+            }
+        })
+    };
+
+    [writer, popper]
+}
+
 #[test]
 fn a_promoted_synchronous_standby_has_every_acknowledged_write() -> TestResult {
     let primary = TestServer::start()?;
@@ -74,43 +121,7 @@ fn a_promoted_synchronous_standby_has_every_acknowledged_write() -> TestResult {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
 
-    let writer = {
-        let (store, seen, stop) = (store.clone(), seen.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut n = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let value = format!("v{n}").into_bytes();
-                match store.append(b"s", b"n", b"log", &value) {
-                    Ok(id) => note(&seen, |s| s.appended.push((id, value.clone()))),
-                    Err(e) => error(&seen, &e),
-                }
-                match store.queue_push(b"q", std::slice::from_ref(&value)) {
-                    Ok(()) => note(&seen, |s| s.pushed.push(value)),
-                    Err(e) => error(&seen, &e),
-                }
-                thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-    let popper = {
-        let (store, seen, stop) = (store.clone(), seen.clone(), stop.clone());
-        thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match store.queue_pop(b"q") {
-                    Ok(Some(item)) => note(&seen, |s| s.popped.push(item)),
-                    Ok(None) => thread::sleep(Duration::from_millis(3)),
-                    Err(e) => {
-                        if e.kind() == ErrorKind::OutcomeUnknown {
-                            note(&seen, |s| s.pops_unknown += 1);
-                        }
-                        error(&seen, &e);
-                    }
-                }
-            }
-        })
-    };
-
+    let load = spawn_load(&store, &seen, &stop);
     let count = |seen: &Mutex<Seen>| seen.lock().map_or(0, |s| s.appended.len());
     while count(&seen) < 50 {
         thread::sleep(Duration::from_millis(10));
@@ -124,8 +135,9 @@ fn a_promoted_synchronous_standby_has_every_acknowledged_write() -> TestResult {
         thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::SeqCst);
-    writer.join().map_err(|_| "writer panicked")?;
-    popper.join().map_err(|_| "popper panicked")?;
+    for thread in load {
+        thread.join().map_err(|_| "a load thread panicked")?;
+    }
 
     let seen = Arc::try_unwrap(seen)
         .map_err(|_| "threads still hold the record")?
