@@ -49,7 +49,8 @@ prints a table, and writes every figure to a JSON file and a chart to an SVG fil
 
   --quick         tiny sizes (about 1/100), a smoke run of every code path
   --runs N        runs per workload and target (default 3, --quick 2); the table shows medians
-  --only NAMES    only these targets (memory, sqlite, redb, raw-map, raw-sqlite, raw-redb)
+  --only NAMES    only these targets (memory, sqlite, redb, postgres, raw-map, raw-sqlite,
+                  raw-redb, raw-postgres)
   --json PATH     default bench/results/latest.json (--quick: latest-quick.json)
   --svg PATH      default bench/results/latest.svg (--quick: latest-quick.svg)
 
@@ -145,8 +146,9 @@ fn run(args: Args) -> BenchResult<()> {
     }
     let mut skipped = skipped;
     let mut notes = Vec::new();
-    if targets.iter().any(|t| t.name == "postgres") {
-        eprintln!("starting a throwaway PostgreSQL server for the postgres column...");
+    let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
+    if targets.iter().any(|t| needs_pg(t.name)) {
+        eprintln!("starting a throwaway PostgreSQL server for the postgres columns...");
         match pg::start() {
             Ok(dir) => {
                 let (mount, fs) = machine::filesystem(Path::new(&dir));
@@ -155,8 +157,10 @@ fn run(args: Args) -> BenchResult<()> {
                 ));
             }
             Err(e) => {
-                targets.retain(|t| t.name != "postgres");
-                skipped.push(format!("postgres: cannot start a throwaway server: {e}"));
+                targets.retain(|t| !needs_pg(t.name));
+                skipped.push(format!(
+                    "postgres, raw-postgres: cannot start a throwaway server: {e}"
+                ));
             }
         }
     }

@@ -49,7 +49,17 @@
 //! The hot writes (`kv_put`, `append`, `queue_push`, `kv_put_batch`) are one
 //! autocommit statement each: a data-modifying CTE upserts the touch row and the
 //! main statement reads from it, so the touch runs (and locks) first. CAS,
-//! `append_batch`, `clear` and `gc` are explicit transactions.
+//! `append_batch`, `clear`, `gc` and `queue_pop` are explicit transactions;
+//! pop pays two more round trips (BEGIN, COMMIT) than a bare `DELETE ...
+//! RETURNING` so that it commits only with the row in hand (a reply lost
+//! before the commit leaves the item queued).
+//!
+//! # Lost connections
+//!
+//! A call that never reached the server is `Unavailable`. Once a request was
+//! sent, a lost connection means: nothing, for reads; `OutcomeUnknown`, for
+//! an autocommit write; for a transaction, nothing if the loss came before the
+//! commit was sent (the server rolls back), else `OutcomeUnknown`.
 
 use std::fmt;
 use std::time::Duration;

@@ -110,13 +110,19 @@ impl TestServer {
     /// Start a server of its own with TLS on (`ssl=on`), serving the PEM
     /// certificate (chain) `cert` with private key `key`, both copied into the
     /// server's directory. Clients may connect with or without TLS over TCP.
-    pub fn start_with_tls(cert: &Path, key: &Path) -> io::Result<TestServer> {
-        Self::start_inner(&[], Some((cert, key)))
+    /// With `client_ca`, the server asks clients for a certificate signed by
+    /// it (optional to present; `pg_stat_ssl.client_dn` shows who did).
+    pub fn start_with_tls(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> io::Result<TestServer> {
+        Self::start_inner(&[], Some((cert, key, client_ca)))
     }
 
     fn start_inner(
         settings: &[(&str, &str)],
-        tls: Option<(&Path, &Path)>,
+        tls: Option<(&Path, &Path, Option<&Path>)>,
     ) -> io::Result<TestServer> {
         let bin = find_binaries()?;
         let run_as = if vgi_storage_core::dirs::current_uid()? == 0 {
@@ -133,7 +139,7 @@ impl TestServer {
             let _ = write!(out, " -c {k}={v}");
             out
         });
-        if let Some((cert, key)) = tls {
+        if let Some((cert, key, client_ca)) = tls {
             // The server reads them as its own user and wants the key private.
             let (cert_to, key_to) = (base.join("server.crt"), base.join("server.key"));
             fs::copy(cert, &cert_to)?;
@@ -150,6 +156,14 @@ impl TestServer {
                 cert_to.display(),
                 key_to.display()
             );
+            if let Some(ca) = client_ca {
+                let ca_to = base.join("client-ca.crt");
+                fs::copy(ca, &ca_to)?;
+                if let Some(user) = &run_as {
+                    std::os::unix::fs::chown(&ca_to, Some(user.uid), Some(user.gid))?;
+                }
+                let _ = write!(all, " -c ssl_ca_file={}", ca_to.display());
+            }
         }
         let server = TestServer {
             data: base.join("data"),

@@ -47,16 +47,53 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A key and a certificate `name`.crt for `subject`, signed by ca.crt with
+/// the extensions `ext` (openssl's config lines).
+fn signed(dir: &Path, name: &str, subject: &str, ext: &str) -> Result<(), String> {
+    let (key, csr, crt, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    let mut args = vec!["req"];
+    args.extend(EC_KEY);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+    openssl(dir, &args)?;
+    std::fs::write(dir.join(&extfile), ext).map_err(|e| e.to_string())?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ],
+    )
+}
+
 fn make_pki() -> Result<Pki, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
     for (name, cn) in [("ca", "vgi test ca"), ("other-ca", "vgi other ca")] {
         let (key, crt, subj) = (
             format!("{name}.key"),
@@ -64,7 +101,7 @@ fn make_pki() -> Result<Pki, String> {
             format!("/CN={cn}"),
         );
         let mut args = vec!["req", "-x509"];
-        args.extend(ec);
+        args.extend(EC_KEY);
         args.extend([
             "-keyout",
             &key,
@@ -81,42 +118,20 @@ fn make_pki() -> Result<Pki, String> {
         ]);
         openssl(d, &args)?;
     }
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    signed(
+        d,
+        "server",
         "/CN=localhost",
-    ]);
-    openssl(d, &args)?;
-    std::fs::write(
-        d.join("server.ext"),
         "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| e.to_string())?;
-    openssl(
+    )?;
+    // A client certificate for the password user, from the same CA.
+    signed(
         d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
+        "client",
+        &format!("/CN={PASSWORD_USER}"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
     )?;
     Ok(Pki { dir })
 }
@@ -128,8 +143,12 @@ fn tls_server() -> Result<&'static (Pki, TestServer), String> {
         .get_or_init(|| {
             let pki = make_pki()?;
             let d = pki.dir.path();
-            let server = TestServer::start_with_tls(&d.join("server.crt"), &d.join("server.key"))
-                .map_err(|e| e.to_string())?;
+            let server = TestServer::start_with_tls(
+                &d.join("server.crt"),
+                &d.join("server.key"),
+                Some(&d.join("ca.crt")),
+            )
+            .map_err(|e| e.to_string())?;
             Ok((pki, server))
         })
         .as_ref()
@@ -179,6 +198,44 @@ fn verify_full_connects_to_the_right_host_over_tls() -> TestResult {
     ))?;
     assert!(session_is_encrypted(&store)?);
     assert_eq!(store.kv_get(b"s", b"k")?.as_deref(), Some(&b"v"[..]));
+    Ok(())
+}
+
+#[test]
+fn a_client_certificate_is_presented_from_sslcert_and_sslkey() -> TestResult {
+    let (pki, server) = tls_server()?;
+    let d = pki.dir.path();
+    let store = PostgresStorage::connect(&url(
+        "localhost",
+        server.port(),
+        "tls_client_cert",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}&application_name=with_cert",
+            pki.ca().display(),
+            d.join("client.crt").display(),
+            d.join("client.key").display()
+        ),
+    ))?;
+    store.kv_put(b"s", b"k", b"v")?;
+    let mut admin = server.config().connect(postgres::NoTls)?;
+    let row = admin.query_one(
+        "SELECT s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'with_cert'",
+        &[],
+    )?;
+    let dn: Option<String> = row.get(0);
+    assert_eq!(dn.as_deref(), Some(format!("/CN={PASSWORD_USER}").as_str()));
+    // sslcert without sslkey is a configuration error, said plainly.
+    let err = PostgresStorage::connect(&url(
+        "localhost",
+        server.port(),
+        "tls_client_cert",
+        &format!("sslmode=require&sslcert={}", d.join("client.crt").display()),
+    ))
+    .err()
+    .ok_or("sslcert without sslkey was accepted")?;
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(full_text(&err).contains("sslcert and sslkey go together"));
     Ok(())
 }
 
