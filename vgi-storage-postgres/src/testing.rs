@@ -112,12 +112,14 @@ impl TestServer {
     /// server's directory. Clients may connect with or without TLS over TCP.
     /// With `client_ca`, the server asks clients for a certificate signed by
     /// it (optional to present; `pg_stat_ssl.client_dn` shows who did).
+    /// `settings` as for [`TestServer::start_with`].
     pub fn start_with_tls(
+        settings: &[(&str, &str)],
         cert: &Path,
         key: &Path,
         client_ca: Option<&Path>,
     ) -> io::Result<TestServer> {
-        Self::start_inner(&[], Some((cert, key, client_ca)))
+        Self::start_inner(settings, Some((cert, key, client_ca)))
     }
 
     fn start_inner(

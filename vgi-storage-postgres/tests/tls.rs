@@ -144,6 +144,7 @@ fn tls_server() -> Result<&'static (Pki, TestServer), String> {
             let pki = make_pki()?;
             let d = pki.dir.path();
             let server = TestServer::start_with_tls(
+                &[],
                 &d.join("server.crt"),
                 &d.join("server.key"),
                 Some(&d.join("ca.crt")),
