@@ -171,21 +171,50 @@ impl FunctionStorage for RawPostgres {
     ) -> Result<bool> {
         let s = self.schema.clone();
         let now = self.clock.now_millis();
-        self.with("kv_compare_and_swap", |c, st| {
+        self.with("kv_compare_and_swap", |c, _| {
+            // One conditional statement decides, as in the backend: a read
+            // followed by a write would race on an absent key.
             let mut tx = c.transaction()?;
-            let current: Option<Vec<u8>> = tx
-                .query_opt(
-                    &format!("SELECT value FROM {s}.kv WHERE scope = $1 AND key = $2 FOR UPDATE"),
-                    &[&scope, &key],
-                )?
-                .map(|r| r.get(0));
-            if current.as_deref() != expected {
+            let swapped = match (expected, new) {
+                (None, Some(v)) => {
+                    tx.execute(
+                        &format!("INSERT INTO {s}.kv VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"),
+                        &[&scope, &key, &v],
+                    )? == 1
+                }
+                (Some(e), Some(v)) => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {s}.kv SET value = $3 \
+                             WHERE scope = $1 AND key = $2 AND value = $4"
+                        ),
+                        &[&scope, &key, &v, &e],
+                    )? == 1
+                }
+                (Some(e), None) => {
+                    tx.execute(
+                        &format!("DELETE FROM {s}.kv WHERE scope = $1 AND key = $2 AND value = $3"),
+                        &[&scope, &key, &e],
+                    )? == 1
+                }
+                (None, None) => tx
+                    .query_opt(
+                        &format!("SELECT 1 FROM {s}.kv WHERE scope = $1 AND key = $2"),
+                        &[&scope, &key],
+                    )?
+                    .is_none(),
+            };
+            if !swapped {
+                tx.rollback()?;
                 return Ok(false);
             }
-            match new {
-                Some(v) => tx.execute(&st.kv_put, &[&scope, &now, &key, &v])?,
-                None => tx.execute(&st.kv_del, &[&scope, &key])?,
-            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.touch (scope, at) VALUES ($1, $2) \
+                     ON CONFLICT (scope) DO UPDATE SET at = EXCLUDED.at"
+                ),
+                &[&scope, &now],
+            )?;
             tx.commit()?;
             Ok(true)
         })
