@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     runs: Option<u32>,
     /// Only these targets, comma-separated: memory, sqlite, redb, postgres,
-    /// raw-map, raw-sqlite, raw-redb; or broken-queue, a store that hands an
+    /// raw-map, raw-sqlite, raw-redb, raw-postgres; or broken-queue, a store that hands an
     /// item out twice, to see a run fail its checks
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     only: Option<Vec<String>>,
@@ -140,8 +140,9 @@ fn run(args: Args) -> BenchResult<()> {
     }
     let mut skipped = skipped;
     let mut notes = Vec::new();
-    if targets.iter().any(|t| t.name == "postgres") {
-        eprintln!("starting a throwaway PostgreSQL server for the postgres column...");
+    let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
+    if targets.iter().any(|t| needs_pg(t.name)) {
+        eprintln!("starting a throwaway PostgreSQL server for the postgres columns...");
         match pg::start() {
             Ok(dir) => {
                 let (mount, fs) = machine::filesystem(Path::new(&dir));
@@ -150,8 +151,10 @@ fn run(args: Args) -> BenchResult<()> {
                 ));
             }
             Err(e) => {
-                targets.retain(|t| t.name != "postgres");
-                skipped.push(format!("postgres: cannot start a throwaway server: {e}"));
+                targets.retain(|t| !needs_pg(t.name));
+                skipped.push(format!(
+                    "postgres, raw-postgres: cannot start a throwaway server: {e}"
+                ));
             }
         }
     }

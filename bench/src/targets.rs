@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vgi_storage::{BackendKind, SharedClock, SharedStorage, StorageConfig};
 
 use crate::BenchResult;
-use crate::ceiling::{map::RawMap, redb::RawRedb, sqlite::RawSqlite};
+use crate::ceiling::{map::RawMap, postgres::RawPostgres, redb::RawRedb, sqlite::RawSqlite};
 
 /// One column of the table.
 #[derive(Debug, Clone)]
@@ -28,6 +28,7 @@ enum Opener {
     RawMap,
     RawSqlite,
     RawRedb,
+    RawPostgres,
     BrokenQueue,
 }
 
@@ -57,6 +58,12 @@ impl Target {
             Opener::RawMap => Arc::new(RawMap::new(clock)),
             Opener::RawSqlite => Arc::new(RawSqlite::open(&dir.join("raw.db"), clock)?),
             Opener::RawRedb => Arc::new(RawRedb::open(&dir.join("raw.redb"), clock)?),
+            Opener::RawPostgres => {
+                let Some(url) = crate::pg::url() else {
+                    crate::bail!("no postgres server was started")
+                };
+                Arc::new(RawPostgres::open(&url, &crate::pg::schema_for(dir), clock)?)
+            }
             Opener::BrokenQueue => Arc::new(crate::faulty::BrokenQueue::new(clock)),
         })
     }
@@ -95,7 +102,7 @@ fn all() -> Vec<Target> {
         name,
         ceiling_of: Some(of),
         durability,
-        fsync_per_commit: matches!(opener, Opener::RawRedb),
+        fsync_per_commit: matches!(opener, Opener::RawRedb | Opener::RawPostgres),
         opener,
     };
     vec![
@@ -138,6 +145,13 @@ fn all() -> Vec<Target> {
             "redb",
             "raw redb, Durability::Immediate (same as redb)",
             Opener::RawRedb,
+        ),
+        ceiling(
+            "raw-postgres",
+            "postgres",
+            "raw postgres crate on the same server, fsync=on, synchronous_commit=on (same as \
+             postgres); one statement or transaction per call",
+            Opener::RawPostgres,
         ),
     ]
 }

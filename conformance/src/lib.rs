@@ -11,6 +11,7 @@ mod harness;
 mod inspect;
 mod model;
 mod process;
+mod runtime;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -157,6 +158,8 @@ checks! {
     state_survives_reopen => durability::state_survives_reopen;
     /// Ids after a reopen are new and above the log's earlier ids (durable backends).
     ids_are_never_reused_after_reopen => durability::ids_are_never_reused_after_reopen;
+    /// Every method works (or returns `Err`) inside a multi-threaded and a current-thread tokio runtime.
+    every_call_works_inside_a_tokio_runtime => runtime::every_call_works_inside_a_tokio_runtime;
     /// Threads popping one queue while another pushes get every item exactly once, in order.
     queue_pop_is_exactly_once_across_threads => concurrency::queue_pop_is_exactly_once_across_threads;
     /// A reader tailing a log with `after_id` while threads append sees every entry, in order.
@@ -314,6 +317,7 @@ macro_rules! conformance_suite {
             model_matches_random_operations_across_reopens,
             state_survives_reopen,
             ids_are_never_reused_after_reopen,
+            every_call_works_inside_a_tokio_runtime,
             queue_pop_is_exactly_once_across_threads,
             log_tail_sees_every_entry_in_order_across_threads,
             cas_counter_loses_no_update_across_threads,

@@ -6,10 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use postgres::config::{Host, SslMode};
-use vgi_storage_core::{Result, SharedClock, system_clock};
+use vgi_storage_core::{Result, SharedClock};
 
 use crate::error;
 use crate::store::PostgresStorage;
+use crate::tls;
 
 /// The schema the store's tables live in when none is given.
 pub const DEFAULT_SCHEMA: &str = "vgi_storage";
@@ -79,8 +80,9 @@ pub struct PostgresBuilder {
     pub(crate) pool_size: usize,
     pub(crate) checkout_timeout: Duration,
     pub(crate) connect_timeout: Option<Duration>,
-    pub(crate) clock: SharedClock,
+    pub(crate) clock: Option<SharedClock>,
     pub(crate) max_value_len: usize,
+    pub(crate) max_request_len: usize,
 }
 
 impl fmt::Debug for PostgresBuilder {
@@ -93,6 +95,7 @@ impl fmt::Debug for PostgresBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("clock", &self.clock)
             .field("max_value_len", &self.max_value_len)
+            .field("max_request_len", &self.max_request_len)
             .finish()
     }
 }
@@ -105,8 +108,9 @@ impl PostgresBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
             connect_timeout: None,
-            clock: system_clock(),
+            clock: None,
             max_value_len: crate::MAX_VALUE_LEN,
+            max_request_len: crate::MAX_REQUEST_LEN,
         }
     }
 
@@ -143,10 +147,17 @@ impl PostgresBuilder {
         self
     }
 
-    /// The clock that stamps writes for `gc` (default: the system clock).
+    /// For tests only: stamp writes and date `gc` with `clock` instead of the
+    /// server's clock.
+    ///
+    /// By default the server's clock does both, so every host of a fleet agrees
+    /// on what is stale: with host clocks, one host whose clock runs a day ahead
+    /// would sweep the whole fleet's fresh state. A test clock lets a test move
+    /// time (the conformance suite's `gc` checks do); every store on the schema
+    /// must then use the same one.
     #[must_use]
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+    pub fn test_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -159,21 +170,42 @@ impl PostgresBuilder {
         self
     }
 
+    /// The largest request one call sends, in bytes: the sum of its names and
+    /// values (a batch's included); [`crate::MAX_REQUEST_LEN`] by default, and
+    /// never more, since the server refuses protocol messages of 1 GiB. A
+    /// larger call is refused with [`vgi_storage_core::ErrorKind::TooLarge`]
+    /// before anything is sent: split the batch.
+    #[must_use]
+    pub fn max_request_len(mut self, bytes: usize) -> Self {
+        self.max_request_len = bytes.min(crate::MAX_REQUEST_LEN);
+        self
+    }
+
     /// Connect, create or check the schema, and return the store.
     pub fn connect(self) -> Result<PostgresStorage> {
         PostgresStorage::open(self)
     }
 
-    /// The client settings and schema this builder resolves to.
-    pub(crate) fn resolve(&self) -> Result<(postgres::Config, String)> {
-        let (mut config, url_schema) = match &self.source {
-            PostgresSource::Url(url) => parse_url(url, &EnvVars::process())?,
-            PostgresSource::Config(c) => ((**c).clone(), None),
-            PostgresSource::Env => (config_from_env(&EnvVars::process())?, None),
+    /// The client settings, schema and TLS settings this builder resolves to.
+    pub(crate) fn resolve(&self) -> Result<(postgres::Config, String, tls::Settings)> {
+        let env = EnvVars::process();
+        let (mut config, url_schema, tls) = match &self.source {
+            PostgresSource::Url(url) => parse_url(url, &env)?,
+            PostgresSource::Config(c) => {
+                // A ready-made config says only disable, prefer or require.
+                let mode = match c.get_ssl_mode() {
+                    SslMode::Disable => tls::Mode::Disable,
+                    SslMode::Require => tls::Mode::Require,
+                    _ => tls::Mode::Prefer,
+                };
+                let settings = tls::Settings {
+                    mode: Some(mode),
+                    ..tls::Settings::default()
+                };
+                ((**c).clone(), None, settings)
+            }
+            PostgresSource::Env => (config_from_env(&env)?, None, env.tls()?),
         };
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(tls_unsupported());
-        }
         if let Some(t) = self.connect_timeout {
             config.connect_timeout(t);
         } else if config.get_connect_timeout().is_none() {
@@ -190,7 +222,7 @@ impl PostgresBuilder {
             .or(url_schema)
             .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         validate_schema(&schema)?;
-        Ok((config, schema))
+        Ok((config, schema, tls))
     }
 }
 
@@ -203,11 +235,30 @@ pub(crate) struct EnvVars {
     password: Option<String>,
     dbname: Option<String>,
     sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
     appname: Option<String>,
     connect_timeout: Option<String>,
 }
 
 impl EnvVars {
+    /// The TLS settings of `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`.
+    fn tls(&self) -> Result<tls::Settings> {
+        let mut settings = tls::Settings::default();
+        for (key, value) in [
+            ("sslmode", &self.sslmode),
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+        ] {
+            if let Some(value) = value {
+                settings.take(key, value)?;
+            }
+        }
+        Ok(settings)
+    }
+
     fn process() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Self {
@@ -217,41 +268,39 @@ impl EnvVars {
             password: var("PGPASSWORD"),
             dbname: var("PGDATABASE"),
             sslmode: var("PGSSLMODE"),
+            sslrootcert: var("PGSSLROOTCERT"),
+            sslcert: var("PGSSLCERT"),
+            sslkey: var("PGSSLKEY"),
             appname: var("PGAPPNAME"),
             connect_timeout: var("PGCONNECT_TIMEOUT"),
         }
     }
 }
 
-fn tls_unsupported() -> vgi_storage_core::StorageError {
-    error::config(
-        "sslmode asks for TLS, which this build of vgi-storage-postgres does not support; \
-         refusing to connect in clear: use sslmode=disable or sslmode=prefer (plain connections) \
-         on a trusted network, or reach the server through a TLS tunnel",
-        None,
-    )
-}
-
-fn is_tls_mode(mode: &str) -> bool {
-    matches!(mode, "require" | "verify-ca" | "verify-full")
-}
-
 /// Parse a connection string: a `postgres://` / `postgresql://` URL or libpq
 /// `key=value` pairs. Our own `schema=NAME` URL parameter is taken out first;
 /// settings the string leaves out come from the libpq variables, as libpq does.
-pub(crate) fn parse_url(url: &str, env: &EnvVars) -> Result<(postgres::Config, Option<String>)> {
+pub(crate) fn parse_url(
+    url: &str,
+    env: &EnvVars,
+) -> Result<(postgres::Config, Option<String>, tls::Settings)> {
     let mut schema = None;
+    let mut tls = tls::Settings::default();
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    // Ours (schema) and the TLS settings, which the client does not know in
+    // full (verify-ca, verify-full, sslrootcert, sslcert, sslkey), are taken
+    // out; the rest goes to the client.
     let cleaned = if is_url {
         match url.split_once('?') {
             Some((base, query)) => {
                 let mut kept = Vec::new();
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    match key {
-                        "schema" => schema = Some(value.to_owned()),
-                        "sslmode" if is_tls_mode(value) => return Err(tls_unsupported()),
-                        _ => kept.push(pair),
+                    let value = percent_decoded(value);
+                    if key == "schema" {
+                        schema = Some(value);
+                    } else if !tls.take(key, &value)? {
+                        kept.push(pair);
                     }
                 }
                 if kept.is_empty() {
@@ -263,14 +312,16 @@ pub(crate) fn parse_url(url: &str, env: &EnvVars) -> Result<(postgres::Config, O
             None => url.to_owned(),
         }
     } else {
-        if url
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .any(|(k, v)| k == "sslmode" && is_tls_mode(v.trim_matches('\'')))
-        {
-            return Err(tls_unsupported());
+        let mut kept = Vec::new();
+        for (key, value) in key_values(url)? {
+            if !tls.take(&key, &value)? {
+                kept.push(format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
+            }
         }
-        url.to_owned()
+        kept.join(" ")
     };
     // The parse error never contains the string itself, so the password stays out of it.
     let mut config = postgres::Config::from_str(&cleaned).map_err(|e| {
@@ -280,7 +331,76 @@ pub(crate) fn parse_url(url: &str, env: &EnvVars) -> Result<(postgres::Config, O
         )
     })?;
     fill_from_env(&mut config, env)?;
-    Ok((config, schema))
+    Ok((config, schema, tls.or(env.tls()?)))
+}
+
+/// `%XX` escapes decoded; text that does not decode is kept as it is (the
+/// client reports it).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let Some(byte) = hex {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// libpq `key = value` pairs: values bare or single-quoted, `\` escaping.
+fn key_values(s: &str) -> Result<Vec<(String, String)>> {
+    let bad = || {
+        error::config(
+            "the connection string is not a valid postgres:// URL or key=value list",
+            None,
+        )
+    };
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(bad());
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(bad()),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
 }
 
 /// Settings entirely from the libpq variables.
@@ -332,23 +452,6 @@ fn fill_from_env(config: &mut postgres::Config, env: &EnvVars) -> Result<()> {
         && let Some(secs) = env.connect_timeout.as_deref().and_then(|s| s.parse().ok())
     {
         config.connect_timeout(Duration::from_secs(secs));
-    }
-    if let Some(mode) = &env.sslmode {
-        match mode.as_str() {
-            m if is_tls_mode(m) => return Err(tls_unsupported()),
-            "disable" => {
-                config.ssl_mode(SslMode::Disable);
-            }
-            "allow" | "prefer" => {
-                config.ssl_mode(SslMode::Prefer);
-            }
-            _ => {
-                return Err(error::config(
-                    "PGSSLMODE must be disable, allow, prefer, require, verify-ca or verify-full",
-                    None,
-                ));
-            }
-        }
     }
     Ok(())
 }
@@ -428,7 +531,7 @@ mod tests {
 
     #[test]
     fn url_schema_parameter_is_ours_and_the_rest_goes_to_the_client() -> Result<()> {
-        let (config, schema) = parse_url(
+        let (config, schema, _) = parse_url(
             "postgres://alice:s3cret@db.example:6543/app?schema=jobs&application_name=w",
             &EnvVars::default(),
         )?;
@@ -443,22 +546,37 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_are_refused_plainly() {
-        for url in [
-            "postgres://u:pw@h/db?sslmode=require",
-            "postgres://u@h/db?sslmode=verify-full",
-            "host=h user=u password=pw sslmode=require",
-        ] {
-            let err = parse_url(url, &EnvVars::default()).err();
-            let msg = err.map(|e| e.to_string()).unwrap_or_default();
-            assert!(msg.contains("TLS") && msg.contains("not support"), "{msg}");
-            assert!(!msg.contains("pw"), "{msg}");
-        }
+    fn tls_settings_are_taken_from_urls_key_values_and_the_environment() -> Result<()> {
+        let (config, _, tls) = parse_url(
+            "postgres://u:pw@h/db?sslmode=verify-full&sslrootcert=%2Fca%20dir%2Froot.pem\
+             &sslcert=/c.pem&sslkey=/k.pem&application_name=w",
+            &EnvVars::default(),
+        )?;
+        assert_eq!(tls.mode, Some(tls::Mode::VerifyFull));
+        assert_eq!(
+            tls.root_cert.as_deref(),
+            Some(Path::new("/ca dir/root.pem"))
+        );
+        assert_eq!(tls.cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(tls.key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(config.get_application_name(), Some("w"));
+        let (config, _, tls) = parse_url(
+            "host=h user=u password='p w' sslmode = verify-ca sslrootcert='/r o.pem'",
+            &EnvVars::default(),
+        )?;
+        assert_eq!(tls.mode, Some(tls::Mode::VerifyCa));
+        assert_eq!(tls.root_cert.as_deref(), Some(Path::new("/r o.pem")));
+        assert_eq!(config.get_password(), Some(&b"p w"[..]));
         let env = EnvVars {
             sslmode: Some("require".into()),
+            sslrootcert: Some("/env.pem".into()),
             ..EnvVars::default()
         };
-        assert!(config_from_env(&env).is_err());
+        let (_, _, tls) = parse_url("postgres://u@h/db?sslmode=disable", &env)?;
+        assert_eq!(tls.mode, Some(tls::Mode::Disable), "the URL wins");
+        assert_eq!(tls.root_cert.as_deref(), Some(Path::new("/env.pem")));
+        assert!(parse_url("postgres://u@h/db?sslmode=sometimes", &EnvVars::default()).is_err());
+        Ok(())
     }
 
     #[test]
@@ -471,7 +589,7 @@ mod tests {
             dbname: Some("work".into()),
             ..EnvVars::default()
         };
-        let (config, _) = parse_url("postgres://carol@/other", &env)?;
+        let (config, _, _) = parse_url("postgres://carol@/other", &env)?;
         assert_eq!(config.get_user(), Some("carol"));
         assert_eq!(config.get_dbname(), Some("other"));
         assert_eq!(config.get_password(), Some(&b"hunter2"[..]));

@@ -2,7 +2,9 @@
 //! after it), kept apart from the hot paths in `store.rs`.
 //!
 //! Every query is built here from the table and sequence names of schema
-//! layout 1 (`kv`, `log`, `queue`, `touch`, sequence `log_id`), unprepared:
+//! layout 2 (`kv`, `log`, `queue`, `touch`, sequence `log_id`; names indexed
+//! by their SHA-256 digests, so every lookup by name matches the digest first
+//! and then the bytes), unprepared:
 //! inspection is rare, and keeping it out of the prepared statements keeps
 //! this file self-contained. Reads that take several queries run in one
 //! `REPEATABLE READ READ ONLY` transaction, so each call sees one snapshot.
@@ -17,6 +19,7 @@ use postgres::{Client, IsolationLevel, Transaction};
 use vgi_storage_core::{LogRecord, LogStats, ScopeInfo, ScopeStats};
 
 use crate::error::PgError;
+use crate::store::{Fail, SERVER_NOW_MS, commit};
 
 /// One kv entry: key and value.
 type KvEntry = (Vec<u8>, Vec<u8>);
@@ -79,14 +82,16 @@ pub(crate) fn scope_stats(
     let mut tx = snapshot(client)?;
     let last_write_millis = tx
         .query_opt(
-            &format!("SELECT touched_at FROM {s}.touch WHERE scope = $1"),
+            &format!(
+                "SELECT touched_at FROM {s}.touch WHERE sha256(scope) = sha256($1) AND scope = $1"
+            ),
             &[&scope],
         )?
         .map(|r| r.get(0));
     let kv = tx.query_one(
         &format!(
             "SELECT count(*), coalesce(sum(length(key) + length(value)), 0)::int8 \
-             FROM {s}.kv WHERE scope = $1"
+             FROM {s}.kv WHERE sha256(scope) = sha256($1) AND scope = $1"
         ),
         &[&scope],
     )?;
@@ -94,7 +99,7 @@ pub(crate) fn scope_stats(
         .query(
             &format!(
                 "SELECT ns, key, count(*), coalesce(sum(length(value)), 0)::int8, min(id), max(id) \
-                 FROM {s}.log WHERE scope = $1 GROUP BY ns, key ORDER BY ns, key"
+                 FROM {s}.log WHERE sha256(scope) = sha256($1) AND scope = $1 GROUP BY ns, key ORDER BY ns, key"
             ),
             &[&scope],
         )?
@@ -110,7 +115,7 @@ pub(crate) fn scope_stats(
         .collect();
     let queue = tx.query_one(
         &format!(
-            "SELECT count(*), coalesce(sum(length(value)), 0)::int8 FROM {s}.queue WHERE scope = $1"
+            "SELECT count(*), coalesce(sum(length(value)), 0)::int8 FROM {s}.queue WHERE sha256(scope) = sha256($1) AND scope = $1"
         ),
         &[&scope],
     )?;
@@ -135,12 +140,16 @@ pub(crate) fn export_kv(
 ) -> Result<Vec<KvEntry>, PgError> {
     let rows = match after {
         None => client.query(
-            &format!("SELECT key, value FROM {s}.kv WHERE scope = $1 ORDER BY key LIMIT $2"),
+            &format!(
+                "SELECT key, value FROM {s}.kv WHERE sha256(scope) = sha256($1) AND scope = $1 \
+                 ORDER BY key LIMIT $2"
+            ),
             &[&scope, &limit(n)],
         )?,
         Some(after) => client.query(
             &format!(
-                "SELECT key, value FROM {s}.kv WHERE scope = $1 AND key > $2 ORDER BY key LIMIT $3"
+                "SELECT key, value FROM {s}.kv WHERE sha256(scope) = sha256($1) AND scope = $1 \
+                 AND key > $2 ORDER BY key LIMIT $3"
             ),
             &[&scope, &after, &limit(n)],
         )?,
@@ -159,7 +168,8 @@ pub(crate) fn export_queue(
     Ok(client
         .query(
             &format!(
-                "SELECT value FROM {s}.queue WHERE scope = $1 ORDER BY seq, n LIMIT $2 OFFSET $3"
+                "SELECT value FROM {s}.queue WHERE sha256(scope) = sha256($1) AND scope = $1 \
+                 ORDER BY seq, n LIMIT $2 OFFSET $3"
             ),
             &[&scope, &limit(n), &skip],
         )?
@@ -180,13 +190,13 @@ fn lock_ids(tx: &mut Transaction<'_>, s: &str) -> Result<(), PgError> {
     tx.batch_execute(&format!("ALTER SEQUENCE {s}.log_id MINVALUE 0"))
 }
 
-pub(crate) fn raise_high_water(client: &mut Client, s: &str, id: i64) -> Result<(), PgError> {
+pub(crate) fn raise_high_water(client: &mut Client, s: &str, id: i64) -> Result<(), Fail> {
     let mut tx = client.transaction()?;
     lock_ids(&mut tx, s)?;
     if id > high_water_in(&mut tx, s)? {
         tx.execute(&format!("SELECT setval('{s}.log_id', $1, true)"), &[&id])?;
     }
-    tx.commit()
+    commit(tx)
 }
 
 /// Write `records` (ascending ids, checked by the caller): ids kept while
@@ -195,18 +205,19 @@ pub(crate) fn import_log(
     client: &mut Client,
     s: &str,
     records: &[LogRecord],
-    now: i64,
-) -> Result<Vec<i64>, PgError> {
+    stamp: Option<i64>,
+) -> Result<Vec<i64>, Fail> {
     let mut tx = client.transaction()?;
     let mut scopes: Vec<&[u8]> = records.iter().map(|r| r.scope.as_slice()).collect();
     scopes.sort_unstable();
     scopes.dedup();
     let touch = format!(
-        "INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
-         ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at"
+        "INSERT INTO {s}.touch (scope, touched_at) \
+         VALUES ($1, COALESCE($2::int8, {SERVER_NOW_MS})) \
+         ON CONFLICT ((sha256(scope))) DO UPDATE SET touched_at = EXCLUDED.touched_at"
     );
     for scope in scopes {
-        tx.execute(&touch, &[&scope, &now])?;
+        tx.execute(&touch, &[&scope, &stamp])?;
     }
     lock_ids(&mut tx, s)?;
     let mut high = high_water_in(&mut tx, s)?;
@@ -235,7 +246,7 @@ pub(crate) fn import_log(
     if !remapping && let Some(last) = ids.last() {
         tx.execute(&format!("SELECT setval('{s}.log_id', $1, true)"), &[last])?;
     }
-    tx.commit()?;
+    commit(tx)?;
     Ok(ids)
 }
 
@@ -258,7 +269,8 @@ pub(crate) fn check(client: &mut Client, s: &str) -> Result<Vec<String>, PgError
         &format!(
             "SELECT scope FROM (SELECT scope FROM {s}.kv UNION SELECT scope FROM {s}.log \
              UNION SELECT scope FROM {s}.queue) d \
-             WHERE NOT EXISTS (SELECT 1 FROM {s}.touch t WHERE t.scope = d.scope) LIMIT 20"
+             WHERE NOT EXISTS (SELECT 1 FROM {s}.touch t \
+             WHERE sha256(t.scope) = sha256(d.scope) AND t.scope = d.scope) LIMIT 20"
         ),
         &[],
     )?;

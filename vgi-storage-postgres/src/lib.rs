@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod blocking;
 mod config;
 mod error;
 mod inspect;
@@ -11,10 +12,11 @@ mod store;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+mod tls;
 
 pub use config::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA,
     PostgresBuilder, PostgresSource,
 };
 pub use postgres::Config as PgConfig;
-pub use store::{MAX_VALUE_LEN, PostgresStorage};
+pub use store::{MAX_REQUEST_LEN, MAX_VALUE_LEN, PostgresStorage};

@@ -6,7 +6,14 @@ use vgi_storage_core::{ErrorKind, Result};
 use crate::error;
 
 /// The schema layout this build writes and reads.
-pub(crate) const VERSION: i32 = 1;
+///
+/// - 1: tables keyed by the raw names (`PRIMARY KEY (scope, key)`); a btree
+///   index row holds at most about 2.7 KB, so longer names failed.
+/// - 2: names are stored whole but indexed by their SHA-256 digests
+///   (`sha256(scope)`, ...), so names of any length fit; every lookup compares
+///   the digests (for the index) and then the full bytes. A version 1 schema
+///   is migrated on open.
+pub(crate) const VERSION: i32 = 2;
 
 /// A stable 64-bit FNV-1a hash, the same on every host and every build, for
 /// advisory lock keys. (std's hasher may change between Rust releases, and two
@@ -28,6 +35,10 @@ pub(crate) fn quoted(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
+/// The layout of [`VERSION`], created from nothing.
+///
+/// Names are indexed by digest, never by value (see [`VERSION`]). `sha256` is
+/// built into PostgreSQL 11 and later and immutable, so it may index.
 fn ddl(s: &str) -> String {
     format!(
         "CREATE SCHEMA IF NOT EXISTS {s};
@@ -37,16 +48,14 @@ fn ddl(s: &str) -> String {
          CREATE TABLE IF NOT EXISTS {s}.kv (
              scope bytea NOT NULL,
              key bytea NOT NULL,
-             value bytea NOT NULL,
-             PRIMARY KEY (scope, key));
+             value bytea NOT NULL);
          CREATE SEQUENCE IF NOT EXISTS {s}.log_id AS bigint MINVALUE 0 START 0;
          CREATE TABLE IF NOT EXISTS {s}.log (
              scope bytea NOT NULL,
              ns bytea NOT NULL,
              key bytea NOT NULL,
              id bigint NOT NULL,
-             value bytea NOT NULL,
-             PRIMARY KEY (scope, ns, key, id));
+             value bytea NOT NULL);
          CREATE SEQUENCE IF NOT EXISTS {s}.queue_seq AS bigint;
          CREATE TABLE IF NOT EXISTS {s}.queue (
              id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -54,11 +63,36 @@ fn ddl(s: &str) -> String {
              seq bigint NOT NULL,
              n bigint NOT NULL,
              value bytea NOT NULL);
-         CREATE INDEX IF NOT EXISTS queue_order ON {s}.queue (scope, seq, n);
          CREATE TABLE IF NOT EXISTS {s}.touch (
-             scope bytea PRIMARY KEY,
+             scope bytea NOT NULL,
              touched_at bigint NOT NULL);
-         CREATE INDEX IF NOT EXISTS touch_touched_at ON {s}.touch (touched_at);"
+         CREATE INDEX IF NOT EXISTS touch_touched_at ON {s}.touch (touched_at);
+         {}",
+        digest_indexes(s)
+    )
+}
+
+/// The indexes of layout 2 on the names' digests.
+fn digest_indexes(s: &str) -> String {
+    format!(
+        "CREATE UNIQUE INDEX kv_digest ON {s}.kv ((sha256(scope)), (sha256(key)));
+         CREATE UNIQUE INDEX log_digest ON {s}.log ((sha256(scope)), (sha256(ns)), (sha256(key)), id);
+         CREATE INDEX queue_digest ON {s}.queue ((sha256(scope)), seq, n);
+         CREATE UNIQUE INDEX touch_digest ON {s}.touch ((sha256(scope)));"
+    )
+}
+
+/// From layout 1 to 2: the raw-name keys give way to digest indexes. Existing
+/// rows are indexed as they are; nothing is rewritten but the indexes.
+fn migrate_from_1(s: &str) -> String {
+    format!(
+        "ALTER TABLE {s}.kv DROP CONSTRAINT kv_pkey;
+         ALTER TABLE {s}.log DROP CONSTRAINT log_pkey;
+         DROP INDEX {s}.queue_order;
+         ALTER TABLE {s}.touch DROP CONSTRAINT touch_pkey;
+         {}
+         UPDATE {s}.meta SET value = '2' WHERE key = 'version';",
+        digest_indexes(s)
     )
 }
 
@@ -70,14 +104,15 @@ fn ddl(s: &str) -> String {
 /// in one transaction under a transaction-scoped advisory lock keyed by the
 /// schema name: the second process waits, then finds everything there. An
 /// existing, current schema is recognised first without taking the lock or
-/// needing the CREATE privilege.
+/// needing the CREATE privilege. A schema of an older layout is migrated under
+/// the same lock (which needs the tables' owner).
 pub(crate) fn ensure(client: &mut Client, schema: &str, store: &str) -> Result<()> {
     let s = quoted(schema);
     let existing =
         read_version(client, schema, &s).map_err(|e| error::open("postgres", store, e))?;
     let version = match existing {
-        Some(v) => v,
-        None => create(client, schema, &s).map_err(|e| error::open("postgres", store, e))?,
+        Some(v) if v >= VERSION => v,
+        _ => create(client, schema, &s).map_err(|e| error::open("postgres", store, e))?,
     };
     if version > VERSION {
         return Err(error::open_with(
@@ -138,9 +173,19 @@ fn create(client: &mut Client, schema: &str, s: &str) -> Result<i32, error::PgEr
     // prepares statements on the tables (queue_push locks touch, then queue;
     // the DDL locks queue, then touch). This look must see commits made while
     // we waited, which is why `read_version` does not use `to_regclass`.
-    if let Some(version) = read_version(&mut tx, schema, s)? {
-        tx.commit()?;
-        return Ok(version);
+    match read_version(&mut tx, schema, s)? {
+        Some(1) => {
+            // Every object exists; the lock above keeps a second migrator out, and
+            // the DDL's table locks wait for (and then block) running statements.
+            tx.batch_execute(&migrate_from_1(s))?;
+            tx.commit()?;
+            return Ok(VERSION);
+        }
+        Some(version) => {
+            tx.commit()?;
+            return Ok(version);
+        }
+        None => {}
     }
     tx.batch_execute(&ddl(s))?;
     tx.execute(

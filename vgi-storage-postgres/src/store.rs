@@ -49,26 +49,50 @@
 //! The hot writes (`kv_put`, `append`, `queue_push`, `kv_put_batch`) are one
 //! autocommit statement each: a data-modifying CTE upserts the touch row and the
 //! main statement reads from it, so the touch runs (and locks) first. CAS,
-//! `append_batch`, `clear` and `gc` are explicit transactions.
+//! `append_batch`, `clear`, `gc` and `queue_pop` are explicit transactions;
+//! pop pays two more round trips (BEGIN, COMMIT) than a bare `DELETE ...
+//! RETURNING` so that it commits only with the row in hand (a reply lost
+//! before the commit leaves the item queued).
+//!
+//! # Lost connections
+//!
+//! A call that never reached the server is `Unavailable`. Once a request was
+//! sent, a lost connection means: nothing, for reads; `OutcomeUnknown`, for
+//! an autocommit write; for a transaction, nothing if the loss came before the
+//! commit was sent (the server rolls back), else `OutcomeUnknown`.
 
 use std::fmt;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Statement, Transaction};
+use postgres::{Client, Statement, Transaction};
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo, ScopeStats,
     SharedClock, check_import_order, check_value_len, gc_cutoff_millis,
 };
 
+use crate::blocking::{self, DropOffRuntime};
 use crate::config::{PostgresBuilder, PostgresSource, describe};
 use crate::error::{self, PgError};
 use crate::inspect;
 use crate::pool::{Connection, Pool};
 use crate::schema::{self, lock_key, quoted};
+use crate::tls;
 
 /// Largest value accepted: a bytea holds up to 1 GiB, and one protocol message
 /// carries the value plus the other parameters, so leave a margin.
 pub const MAX_VALUE_LEN: usize = (1 << 30) - (1 << 20);
+
+/// The largest request sent in one message by default (and at most): the
+/// server refuses protocol messages of 1 GiB and more; leave room for the
+/// message's own framing.
+pub const MAX_REQUEST_LEN: usize = (1 << 30) - (1 << 20);
+
+/// What one byte string costs in a request beyond its bytes (its length word,
+/// and an array element's header).
+const PARAM_OVERHEAD: usize = 8;
+
+/// How long a pop waits for other pops' locked rows before it is `Busy`.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often a call whose transaction hit a deadlock or serialization failure
 /// is retried before the error is returned (the transaction was rolled back
@@ -80,6 +104,11 @@ const CAPABILITIES: Capabilities = Capabilities::new()
     .with_shared_across_hosts(true)
     .with_max_value_len(MAX_VALUE_LEN)
     .with_inspect(true);
+
+/// The server's clock in milliseconds since the Unix epoch: the one clock every
+/// host of a fleet agrees on. `clock_timestamp()`, not `now()`, so a stamp is
+/// taken when the write runs, not when its transaction began.
+pub(crate) const SERVER_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 
 /// The statements one connection prepared against the store's schema.
 struct Statements {
@@ -93,12 +122,15 @@ struct Statements {
     cas_update: Statement,
     cas_delete: Statement,
     advisory_lock: Statement,
+    server_now: Statement,
     log_append: Statement,
     log_ids: Statement,
     log_insert_many: Statement,
     scan: Statement,
     queue_push: Statement,
     queue_pop: Statement,
+    queue_wait: Statement,
+    queue_lock_timeout: Statement,
     clear_touch: Statement,
     clear_kv: Statement,
     clear_log: Statement,
@@ -112,47 +144,50 @@ struct Statements {
 impl Statements {
     fn prepare(client: &mut Client, schema: &str) -> Result<Self, PgError> {
         let s = quoted(schema);
+        // Names are indexed by digest (see `schema::VERSION`): each lookup
+        // matches the digests, which the indexes serve, and then the full bytes.
+        let scope1 = "sha256(scope) = sha256($1) AND scope = $1";
+        let kv_match = format!("{scope1} AND sha256(key) = sha256($2) AND key = $2");
         // The touch upsert as a data-modifying CTE: the main statement reads its
         // row, so the touch runs (and takes its row lock) before the data write.
-        // $1 is the scope, $2 the clock.
-        let touch_cte = format!(
-            "WITH t AS (INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
-             ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at \
-             RETURNING scope)"
+        // $1 is the scope, $2 the test clock's stamp or NULL for the server's clock.
+        let touch_upsert = format!(
+            "INSERT INTO {s}.touch (scope, touched_at) \
+             VALUES ($1, COALESCE($2::int8, {SERVER_NOW_MS})) \
+             ON CONFLICT ((sha256(scope))) DO UPDATE SET touched_at = EXCLUDED.touched_at"
         );
+        let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
+        let kv_upsert = "ON CONFLICT ((sha256(scope)), (sha256(key))) \
+                         DO UPDATE SET value = EXCLUDED.value";
+        // gc hands over the removed scopes ($1) and their digests ($2).
+        let scopes_in = "sha256(scope) = ANY($2::bytea[]) AND scope = ANY($1::bytea[])";
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
-            touch: p(format!(
-                "INSERT INTO {s}.touch (scope, touched_at) VALUES ($1, $2) \
-                 ON CONFLICT (scope) DO UPDATE SET touched_at = EXCLUDED.touched_at"
-            ))?,
-            kv_get: p(format!(
-                "SELECT value FROM {s}.kv WHERE scope = $1 AND key = $2"
-            ))?,
+            touch: p(touch_upsert.clone())?,
+            kv_get: p(format!("SELECT value FROM {s}.kv WHERE {kv_match}"))?,
             kv_put: p(format!(
                 "{touch_cte} INSERT INTO {s}.kv (scope, key, value) SELECT t.scope, $3, $4 FROM t \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
+                 {kv_upsert}"
             ))?,
             kv_put_many: p(format!(
                 "{touch_cte} INSERT INTO {s}.kv (scope, key, value) \
                  SELECT t.scope, u.k, u.v FROM t, unnest($3::bytea[], $4::bytea[]) AS u(k, v) \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = EXCLUDED.value"
+                 {kv_upsert}"
             ))?,
-            kv_del: p(format!("DELETE FROM {s}.kv WHERE scope = $1 AND key = $2"))?,
-            kv_exists: p(format!(
-                "SELECT 1 FROM {s}.kv WHERE scope = $1 AND key = $2"
-            ))?,
+            kv_del: p(format!("DELETE FROM {s}.kv WHERE {kv_match}"))?,
+            kv_exists: p(format!("SELECT 1 FROM {s}.kv WHERE {kv_match}"))?,
             cas_insert: p(format!(
                 "INSERT INTO {s}.kv (scope, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (scope, key) DO NOTHING"
+                 ON CONFLICT ((sha256(scope)), (sha256(key))) DO NOTHING"
             ))?,
             cas_update: p(format!(
-                "UPDATE {s}.kv SET value = $4 WHERE scope = $1 AND key = $2 AND value = $3"
+                "UPDATE {s}.kv SET value = $4 WHERE {kv_match} AND value = $3"
             ))?,
             cas_delete: p(format!(
-                "DELETE FROM {s}.kv WHERE scope = $1 AND key = $2 AND value = $3"
+                "DELETE FROM {s}.kv WHERE {kv_match} AND value = $3"
             ))?,
             advisory_lock: p("SELECT pg_advisory_xact_lock($1)".to_owned())?,
+            server_now: p(format!("SELECT {SERVER_NOW_MS}"))?,
             // The id is drawn after the touch row is locked (see the module docs).
             log_append: p(format!(
                 "{touch_cte} INSERT INTO {s}.log (scope, ns, key, id, value) \
@@ -167,7 +202,8 @@ impl Statements {
             ))?,
             scan: p(format!(
                 "SELECT id, value FROM {s}.log \
-                 WHERE scope = $1 AND ns = $2 AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
+                 WHERE {scope1} AND sha256(ns) = sha256($2) AND ns = $2 \
+                 AND sha256(key) = sha256($3) AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
             ))?,
             // One sequence value per push, items ordered by their position in it.
             queue_push: p(format!(
@@ -178,33 +214,44 @@ impl Statements {
             ))?,
             // A scalar `=` subquery claims exactly one row: `IN (... LIMIT 1)` may
             // be planned as a join that re-runs the subquery and deletes more.
+            // Rows locked by other pops are skipped; the second column says
+            // whether the scope had any row at all (the CTE's delete is not yet
+            // visible to it), so a miss on locked rows is not taken for empty.
             queue_pop: p(format!(
-                "DELETE FROM {s}.queue WHERE id = (\
-                     SELECT id FROM {s}.queue WHERE scope = $1 \
+                "WITH c AS (DELETE FROM {s}.queue WHERE id = (\
+                     SELECT id FROM {s}.queue WHERE {scope1} \
                      ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
-                 RETURNING value"
+                 RETURNING value) \
+                 SELECT (SELECT value FROM c), \
+                        EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1})"
             ))?,
-            clear_touch: p(format!("DELETE FROM {s}.touch WHERE scope = $1"))?,
-            clear_kv: p(format!("DELETE FROM {s}.kv WHERE scope = $1"))?,
-            clear_log: p(format!("DELETE FROM {s}.log WHERE scope = $1"))?,
-            clear_queue: p(format!("DELETE FROM {s}.queue WHERE scope = $1"))?,
+            // Wait for the pops holding the oldest rows to commit or roll back,
+            // and lock the oldest row left, if any.
+            queue_wait: p(format!(
+                "SELECT id FROM {s}.queue WHERE {scope1} ORDER BY seq, n LIMIT 1 FOR UPDATE"
+            ))?,
+            queue_lock_timeout: p(format!(
+                "SELECT set_config('lock_timeout', '{}ms', true)",
+                QUEUE_WAIT.as_millis()
+            ))?,
+            clear_touch: p(format!("DELETE FROM {s}.touch WHERE {scope1}"))?,
+            clear_kv: p(format!("DELETE FROM {s}.kv WHERE {scope1}"))?,
+            clear_log: p(format!("DELETE FROM {s}.log WHERE {scope1}"))?,
+            clear_queue: p(format!("DELETE FROM {s}.queue WHERE {scope1}"))?,
             gc_touch: p(format!(
-                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
+                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope, sha256(scope)"
             ))?,
-            gc_kv: p(format!("DELETE FROM {s}.kv WHERE scope = ANY($1::bytea[])"))?,
-            gc_log: p(format!(
-                "DELETE FROM {s}.log WHERE scope = ANY($1::bytea[])"
-            ))?,
-            gc_queue: p(format!(
-                "DELETE FROM {s}.queue WHERE scope = ANY($1::bytea[])"
-            ))?,
+            gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
+            gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
+            gc_queue: p(format!("DELETE FROM {s}.queue WHERE {scopes_in}"))?,
         })
     }
 }
 
 /// One pooled connection with its prepared statements.
 pub(crate) struct Conn {
-    client: Client,
+    /// Dropped off any tokio runtime: its own runtime cannot shut down inside one.
+    client: DropOffRuntime<Client>,
     st: Statements,
 }
 
@@ -212,6 +259,20 @@ impl Connection for Conn {
     fn is_broken(&self) -> bool {
         self.client.is_closed()
     }
+}
+
+/// Open one connection and prepare the store's statements on it.
+fn connect_one(
+    config: &postgres::Config,
+    connector: &tls::Connector,
+    schema: &str,
+) -> Result<Conn, PgError> {
+    let mut client = connector.connect(config)?;
+    let st = Statements::prepare(&mut client, schema)?;
+    Ok(Conn {
+        client: DropOffRuntime::new(client),
+        st,
+    })
 }
 
 /// A store on a PostgreSQL server, shared by processes on any number of hosts.
@@ -224,9 +285,12 @@ pub struct PostgresStorage {
     name: String,
     schema: String,
     pool: Pool<Conn>,
-    clock: SharedClock,
+    /// A test clock replacing the server's (`PostgresBuilder::test_clock`); `None`
+    /// in production, where the server's clock stamps writes and dates gc.
+    clock: Option<SharedClock>,
     gc_lock: i64,
     max_value_len: usize,
+    max_request_len: usize,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -244,9 +308,10 @@ impl PostgresStorage {
     ///
     /// In a URL, the parameter `schema=NAME` picks the schema; settings the
     /// string leaves out (host, port, user, password, database) come from the
-    /// libpq variables, as with libpq. `sslmode=require` (or `verify-*`) is
-    /// refused with a clear error: this build has no TLS and never falls back
-    /// to a clear connection when TLS was asked for.
+    /// libpq variables, as with libpq. TLS follows libpq's `sslmode`
+    /// (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) with
+    /// `sslrootcert`, `sslcert` and `sslkey`; it never falls back to a clear
+    /// connection when `require` or stricter was asked for.
     pub fn builder(source: impl Into<PostgresSource>) -> PostgresBuilder {
         PostgresBuilder::new(source.into())
     }
@@ -269,21 +334,27 @@ impl PostgresStorage {
     }
 
     pub(crate) fn open(builder: PostgresBuilder) -> Result<Self> {
-        let (config, schema) = builder.resolve()?;
+        // Connecting blocks on the client's runtime too (see `blocking`).
+        blocking::off_runtime("postgres", "connect", || Self::open_here(builder))
+    }
+
+    fn open_here(builder: PostgresBuilder) -> Result<Self> {
+        let (mut config, schema, tls_settings) = builder.resolve()?;
         let name = describe(&config, &schema);
-        let mut client = config
-            .connect(NoTls)
+        let (connector, client_mode) = tls::connector(&tls_settings)?;
+        config.ssl_mode(client_mode);
+        let mut client = connector
+            .connect(&config)
             .map_err(|e| error::open("postgres", &name, e))?;
         schema::ensure(&mut client, &schema, &name)?;
         let st = Statements::prepare(&mut client, &schema)
             .map_err(|e| error::open("postgres", &name, e))?;
-        let first = Conn { client, st };
+        let first = Conn {
+            client: DropOffRuntime::new(client),
+            st,
+        };
         let connector_schema = schema.clone();
-        let connector = Box::new(move || {
-            let mut client = config.connect(NoTls)?;
-            let st = Statements::prepare(&mut client, &connector_schema)?;
-            Ok(Conn { client, st })
-        });
+        let connector = Box::new(move || connect_one(&config, &connector, &connector_schema));
         let gc_lock = lock_key(&[b"vgi-storage-postgres:gc", schema.as_bytes()]);
         Ok(Self {
             pool: Pool::new(
@@ -298,25 +369,52 @@ impl PostgresStorage {
             clock: builder.clock,
             gc_lock,
             max_value_len: builder.max_value_len,
+            max_request_len: builder.max_request_len,
         })
     }
 
     /// Run `f` on a pooled connection, mapping its error; retry a transaction
     /// the server rolled back for a deadlock or serialization failure.
-    fn run<T>(
+    ///
+    /// Inside a tokio runtime the whole call runs on a helper thread (see `blocking`).
+    fn run<T: Send>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut(&mut Client, &Statements) -> Result<T, PgError>,
+        effect: Effect,
+        f: impl FnMut(&mut Client, &Statements) -> Result<T, Fail> + Send,
+    ) -> Result<T> {
+        blocking::off_runtime(&self.name, operation, || {
+            self.run_here(operation, effect, f)
+        })
+    }
+
+    fn run_here<T>(
+        &self,
+        operation: &'static str,
+        effect: Effect,
+        mut f: impl FnMut(&mut Client, &Statements) -> Result<T, Fail>,
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
+            // A failure to check out or open a connection never reached the
+            // server: it stays `Unavailable` (retryable).
             let mut conn = self.pool.get(operation)?;
             let Conn { client, st } = &mut *conn;
             match f(client, st) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
+                Err(Fail { err: e, at_commit }) => {
                     conn.note_error(&e);
-                    let err = error::operation(&self.name, operation, e);
+                    let unknown = error::is_connection_loss(&e)
+                        && match effect {
+                            Effect::Read => false,
+                            Effect::Write => true,
+                            Effect::Transaction => at_commit,
+                        };
+                    let err = if unknown {
+                        error::outcome_unknown(&self.name, operation, e)
+                    } else {
+                        error::operation(&self.name, operation, e)
+                    };
                     if attempt < CONFLICT_RETRIES
                         && err.kind() == vgi_storage_core::ErrorKind::Conflict
                     {
@@ -333,16 +431,75 @@ impl PostgresStorage {
         check_value_len(&self.name, self.max_value_len, len)
     }
 
-    fn touch(
+    /// Refuse, before anything is sent, a request whose byte strings (`parts`:
+    /// names and values) would not fit in one protocol message: the server
+    /// would drop the session, and the call would look like a lost connection.
+    fn check_request<'a>(
         &self,
-        tx: &mut Transaction<'_>,
-        st: &Statements,
-        scope: &[u8],
-    ) -> Result<(), PgError> {
-        let now = self.clock.now_millis();
-        tx.execute(&st.touch, &[&scope, &now])?;
+        operation: &'static str,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
+        let len = parts.into_iter().fold(0usize, |sum, p| {
+            sum.saturating_add(p.len() + PARAM_OVERHEAD)
+        });
+        if len > self.max_request_len {
+            return Err(error::request_too_large(
+                &self.name,
+                operation,
+                len,
+                self.max_request_len,
+            ));
+        }
         Ok(())
     }
+
+    /// The stamp a write sends: the test clock's time, or `None` for the
+    /// server to stamp with its own clock.
+    fn stamp(&self) -> Option<i64> {
+        self.clock.as_ref().map(|c| c.now_millis())
+    }
+
+    fn touch(&self, tx: &mut Transaction<'_>, st: &Statements, scope: &[u8]) -> Result<(), Fail> {
+        tx.execute(&st.touch, &[&scope, &self.stamp()])?;
+        Ok(())
+    }
+}
+
+/// What a lost connection means for a call, by how the call writes.
+#[derive(Clone, Copy)]
+enum Effect {
+    /// Reads only: whatever was lost, nothing changed, so repeating is safe.
+    Read,
+    /// One autocommit statement: once sent, it may have committed before the
+    /// connection was lost.
+    Write,
+    /// An explicit transaction: lost before its commit was sent, the server
+    /// rolls it back (nothing changed); lost during the commit, it may have
+    /// committed.
+    Transaction,
+}
+
+/// A failed attempt: the client's error, and whether it came from the commit.
+pub(crate) struct Fail {
+    err: PgError,
+    at_commit: bool,
+}
+
+impl From<PgError> for Fail {
+    fn from(err: PgError) -> Self {
+        Self {
+            err,
+            at_commit: false,
+        }
+    }
+}
+
+/// Commit `tx`, marking a failure as one whose outcome the server decided.
+pub(crate) fn commit(tx: Transaction<'_>) -> Result<(), Fail> {
+    tx.commit().map_err(|err| Fail {
+        err,
+        at_commit: true,
+    })
 }
 
 fn to_limit(n: usize) -> i64 {
@@ -359,7 +516,8 @@ impl FunctionStorage for PostgresStorage {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run("kv_get", |client, st| {
+        self.check_request("kv_get", [scope, key])?;
+        self.run("kv_get", Effect::Read, |client, st| {
             let row = client.query_opt(&st.kv_get, &[&scope, &key])?;
             Ok(row.map(|r| r.get(0)))
         })
@@ -367,16 +525,19 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
-        let now = self.clock.now_millis();
-        self.run("kv_put", |client, st| {
+        self.check_request("kv_put", [scope, key, value])?;
+        let now = self.stamp();
+        self.run("kv_put", Effect::Write, |client, st| {
             client.execute(&st.kv_put, &[&scope, &now, &key, &value])?;
             Ok(())
         })
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        self.run("kv_del", |client, st| {
-            client.execute(&st.kv_del, &[&scope, &key]).map(|_| ())
+        self.check_request("kv_del", [scope, key])?;
+        self.run("kv_del", Effect::Write, |client, st| {
+            client.execute(&st.kv_del, &[&scope, &key])?;
+            Ok(())
         })
     }
 
@@ -390,7 +551,17 @@ impl FunctionStorage for PostgresStorage {
         if let Some(v) = new {
             self.check_len(v.len())?;
         }
-        self.run("kv_compare_and_swap", |client, st| {
+        // CAS sends the expected and the new value in one statement (an update).
+        self.check_request(
+            "kv_compare_and_swap",
+            [
+                scope,
+                key,
+                expected.unwrap_or_default(),
+                new.unwrap_or_default(),
+            ],
+        )?;
+        self.run("kv_compare_and_swap", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // Touch first (see the module docs); rolled back if the swap fails.
             self.touch(&mut tx, st, scope)?;
@@ -401,7 +572,7 @@ impl FunctionStorage for PostgresStorage {
                 (None, None) => tx.query_opt(&st.kv_exists, &[&scope, &key])?.is_none(),
             };
             if swapped {
-                tx.commit()?;
+                commit(tx)?;
             } else {
                 tx.rollback()?;
             }
@@ -411,8 +582,9 @@ impl FunctionStorage for PostgresStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
-        let now = self.clock.now_millis();
-        self.run("append", |client, st| {
+        self.check_request("append", [scope, ns, key, value])?;
+        let now = self.stamp();
+        self.run("append", Effect::Write, |client, st| {
             let row = client.query_one(&st.log_append, &[&scope, &now, &ns, &key, &value])?;
             Ok(row.get(0))
         })
@@ -431,8 +603,14 @@ impl FunctionStorage for PostgresStorage {
         for v in values {
             self.check_len(v.len())?;
         }
+        self.check_request(
+            "append_batch",
+            [scope, ns, key]
+                .into_iter()
+                .chain(values.iter().map(Vec::as_slice)),
+        )?;
         let count = to_limit(values.len());
-        self.run("append_batch", |client, st| {
+        self.run("append_batch", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row lock, held to commit, orders ids (see the module docs).
             self.touch(&mut tx, st, scope)?;
@@ -444,7 +622,7 @@ impl FunctionStorage for PostgresStorage {
             // One sequence hands out increasing values; sort in case rows came back unordered.
             ids.sort_unstable();
             tx.execute(&st.log_insert_many, &[&scope, &ns, &key, &ids, &values])?;
-            tx.commit()?;
+            commit(tx)?;
             Ok(ids)
         })
     }
@@ -462,8 +640,12 @@ impl FunctionStorage for PostgresStorage {
             last.insert(k, v);
         }
         let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
-        let now = self.clock.now_millis();
-        self.run("kv_put_batch", |client, st| {
+        self.check_request(
+            "kv_put_batch",
+            std::iter::once(scope).chain(keys.iter().chain(&values).copied()),
+        )?;
+        let now = self.stamp();
+        self.run("kv_put_batch", Effect::Write, |client, st| {
             client.execute(&st.kv_put_many, &[&scope, &now, &keys, &values])?;
             Ok(())
         })
@@ -480,8 +662,9 @@ impl FunctionStorage for PostgresStorage {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.check_request("scan", [scope, ns, key])?;
         let limit = to_limit(limit);
-        self.run("scan", |client, st| {
+        self.run("scan", Effect::Read, |client, st| {
             let rows = client.query(&st.scan, &[&scope, &ns, &key, &after_id, &limit])?;
             Ok(rows
                 .iter()
@@ -500,52 +683,89 @@ impl FunctionStorage for PostgresStorage {
         for item in items {
             self.check_len(item.len())?;
         }
-        let now = self.clock.now_millis();
-        self.run("queue_push", |client, st| {
+        self.check_request(
+            "queue_push",
+            std::iter::once(scope).chain(items.iter().map(Vec::as_slice)),
+        )?;
+        let now = self.stamp();
+        self.run("queue_push", Effect::Write, |client, st| {
             client.execute(&st.queue_push, &[&scope, &now, &items])?;
             Ok(())
         })
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run("queue_pop", |client, st| {
-            let row = client.query_opt(&st.queue_pop, &[&scope])?;
-            Ok(row.map(|r| r.get(0)))
+        // Claim the row and commit only with it in hand: a connection lost before
+        // the commit rolls the claim back and leaves the item queued.
+        //
+        // Rows locked by other pops in flight are skipped, but never taken for
+        // an empty queue: those pops may roll back. Then the pop waits for them
+        // (bounded by a lock timeout, after which it is `Busy`) and claims again.
+        self.check_request("queue_pop", [scope])?;
+        self.run("queue_pop", Effect::Transaction, |client, st| {
+            let mut tx = client.transaction()?;
+            let mut waited = false;
+            loop {
+                let row = tx.query_one(&st.queue_pop, &[&scope])?;
+                let item: Option<Vec<u8>> = row.get(0);
+                let any: bool = row.get(1);
+                if item.is_some() || !any {
+                    commit(tx)?;
+                    return Ok(item);
+                }
+                if !waited {
+                    tx.query_one(&st.queue_lock_timeout, &[])?;
+                    waited = true;
+                }
+                tx.query_opt(&st.queue_wait, &[&scope])?;
+            }
         })
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
-        self.run("clear", |client, st| {
+        self.check_request("clear", [scope])?;
+        self.run("clear", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row first, as gc does: a racing writer waits for us.
             tx.execute(&st.clear_touch, &[&scope])?;
             tx.execute(&st.clear_kv, &[&scope])?;
             tx.execute(&st.clear_log, &[&scope])?;
             tx.execute(&st.clear_queue, &[&scope])?;
-            tx.commit()
+            commit(tx)
         })
     }
 
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
-        let Some(cutoff) = gc_cutoff_millis(self.clock.now_millis(), ttl) else {
+        let test_now = self.stamp();
+        if test_now.is_some_and(|now| gc_cutoff_millis(now, ttl).is_none()) {
             return Ok(GcReport::default());
-        };
-        self.run("gc", |client, st| {
+        }
+        self.run("gc", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             tx.execute(&st.advisory_lock, &[&self.gc_lock])?;
+            // The server's clock, read once the lock is held (another pass may
+            // have held it a while), unless a test clock stands in for it.
+            let now = match test_now {
+                Some(now) => now,
+                None => tx.query_one(&st.server_now, &[])?.get(0),
+            };
+            let Some(cutoff) = gc_cutoff_millis(now, ttl) else {
+                commit(tx)?;
+                return Ok(GcReport::default());
+            };
             // Only scopes still stale when their touch row is deleted (and locked):
             // a writer that stamped meanwhile makes the recheck skip its scope.
-            let scopes: Vec<Vec<u8>> = tx
+            let (scopes, digests): (Vec<Vec<u8>>, Vec<Vec<u8>>) = tx
                 .query(&st.gc_touch, &[&cutoff])?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| (r.get(0), r.get(1)))
+                .unzip();
             if !scopes.is_empty() {
-                tx.execute(&st.gc_kv, &[&scopes])?;
-                tx.execute(&st.gc_log, &[&scopes])?;
-                tx.execute(&st.gc_queue, &[&scopes])?;
+                tx.execute(&st.gc_kv, &[&scopes, &digests])?;
+                tx.execute(&st.gc_log, &[&scopes, &digests])?;
+                tx.execute(&st.gc_queue, &[&scopes, &digests])?;
             }
-            tx.commit()?;
+            commit(tx)?;
             Ok(GcReport { scopes })
         })
     }
@@ -555,15 +775,15 @@ impl FunctionStorage for PostgresStorage {
             return Ok(Vec::new());
         }
         let s = quoted(&self.schema);
-        self.run("list_scopes", |client, _| {
-            inspect::list_scopes(client, &s, after, limit)
+        self.run("list_scopes", Effect::Read, |client, _| {
+            Ok(inspect::list_scopes(client, &s, after, limit)?)
         })
     }
 
     fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
         let s = quoted(&self.schema);
-        self.run("scope_stats", |client, _| {
-            inspect::scope_stats(client, &s, scope)
+        self.run("scope_stats", Effect::Read, |client, _| {
+            Ok(inspect::scope_stats(client, &s, scope)?)
         })
     }
 
@@ -577,8 +797,8 @@ impl FunctionStorage for PostgresStorage {
             return Ok(Vec::new());
         }
         let s = quoted(&self.schema);
-        self.run("export_kv", |client, _| {
-            inspect::export_kv(client, &s, scope, after, limit)
+        self.run("export_kv", Effect::Read, |client, _| {
+            Ok(inspect::export_kv(client, &s, scope, after, limit)?)
         })
     }
 
@@ -587,19 +807,21 @@ impl FunctionStorage for PostgresStorage {
             return Ok(Vec::new());
         }
         let s = quoted(&self.schema);
-        self.run("export_queue", |client, _| {
-            inspect::export_queue(client, &s, scope, skip, limit)
+        self.run("export_queue", Effect::Read, |client, _| {
+            Ok(inspect::export_queue(client, &s, scope, skip, limit)?)
         })
     }
 
     fn id_high_water(&self) -> Result<i64> {
         let s = quoted(&self.schema);
-        self.run("id_high_water", |client, _| inspect::high_water(client, &s))
+        self.run("id_high_water", Effect::Read, |client, _| {
+            Ok(inspect::high_water(client, &s)?)
+        })
     }
 
     fn raise_id_high_water(&self, id: i64) -> Result<()> {
         let s = quoted(&self.schema);
-        self.run("raise_id_high_water", |client, _| {
+        self.run("raise_id_high_water", Effect::Transaction, |client, _| {
             inspect::raise_high_water(client, &s, id)
         })
     }
@@ -610,14 +832,16 @@ impl FunctionStorage for PostgresStorage {
             return Ok(Vec::new());
         }
         let s = quoted(&self.schema);
-        let now = self.clock.now_millis();
-        self.run("import_log", |client, _| {
-            inspect::import_log(client, &s, records, now)
+        let stamp = self.stamp();
+        self.run("import_log", Effect::Transaction, |client, _| {
+            inspect::import_log(client, &s, records, stamp)
         })
     }
 
     fn check(&self) -> Result<Vec<String>> {
         let s = quoted(&self.schema);
-        self.run("check", |client, _| inspect::check(client, &s))
+        self.run("check", Effect::Read, |client, _| {
+            Ok(inspect::check(client, &s)?)
+        })
     }
 }

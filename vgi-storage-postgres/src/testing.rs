@@ -104,6 +104,28 @@ impl TestServer {
     /// Start a server of its own with extra settings (`-c name=value`), which
     /// override the test defaults: e.g. `[("fsync", "on")]` for measurements.
     pub fn start_with(settings: &[(&str, &str)]) -> io::Result<TestServer> {
+        Self::start_inner(settings, None)
+    }
+
+    /// Start a server of its own with TLS on (`ssl=on`), serving the PEM
+    /// certificate (chain) `cert` with private key `key`, both copied into the
+    /// server's directory. Clients may connect with or without TLS over TCP.
+    /// With `client_ca`, the server asks clients for a certificate signed by
+    /// it (optional to present; `pg_stat_ssl.client_dn` shows who did).
+    /// `settings` as for [`TestServer::start_with`].
+    pub fn start_with_tls(
+        settings: &[(&str, &str)],
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> io::Result<TestServer> {
+        Self::start_inner(settings, Some((cert, key, client_ca)))
+    }
+
+    fn start_inner(
+        settings: &[(&str, &str)],
+        tls: Option<(&Path, &Path, Option<&Path>)>,
+    ) -> io::Result<TestServer> {
         let bin = find_binaries()?;
         let run_as = if vgi_storage_core::dirs::current_uid()? == 0 {
             Some(unprivileged_user()?)
@@ -115,16 +137,43 @@ impl TestServer {
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid))?;
         }
+        let mut all: String = settings.iter().fold(String::new(), |mut out, (k, v)| {
+            let _ = write!(out, " -c {k}={v}");
+            out
+        });
+        if let Some((cert, key, client_ca)) = tls {
+            // The server reads them as its own user and wants the key private.
+            let (cert_to, key_to) = (base.join("server.crt"), base.join("server.key"));
+            fs::copy(cert, &cert_to)?;
+            fs::copy(key, &key_to)?;
+            fs::set_permissions(&key_to, fs::Permissions::from_mode(0o600))?;
+            if let Some(user) = &run_as {
+                for file in [&cert_to, &key_to] {
+                    std::os::unix::fs::chown(file, Some(user.uid), Some(user.gid))?;
+                }
+            }
+            let _ = write!(
+                all,
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_to.display(),
+                key_to.display()
+            );
+            if let Some(ca) = client_ca {
+                let ca_to = base.join("client-ca.crt");
+                fs::copy(ca, &ca_to)?;
+                if let Some(user) = &run_as {
+                    std::os::unix::fs::chown(&ca_to, Some(user.uid), Some(user.gid))?;
+                }
+                let _ = write!(all, " -c ssl_ca_file={}", ca_to.display());
+            }
+        }
         let server = TestServer {
             data: base.join("data"),
             base,
             port: free_port()?,
             bin,
             run_as,
-            settings: settings.iter().fold(String::new(), |mut out, (k, v)| {
-                let _ = write!(out, " -c {k}={v}");
-                out
-            }),
+            settings: all,
             watcher: Mutex::new(None),
         };
         server.spawn_watcher()?;
@@ -132,6 +181,57 @@ impl TestServer {
         server.start_again()?;
         server.create_password_user()?;
         Ok(server)
+    }
+
+    /// Start a streaming standby of `primary` (a base backup taken with
+    /// `pg_basebackup -R`), on a port and directory of its own. It follows
+    /// the primary until [`TestServer::promote`]d. To make it synchronous, set
+    /// `synchronous_standby_names` on the primary afterwards (see
+    /// [`TestServer::superuser_sql`]).
+    pub fn start_standby(primary: &TestServer) -> io::Result<TestServer> {
+        let base = tempfile::Builder::new().prefix("vgi-pg-").tempdir()?.keep();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700))?;
+        if let Some(user) = &primary.run_as {
+            std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid))?;
+        }
+        let server = TestServer {
+            data: base.join("data"),
+            base,
+            port: free_port()?,
+            bin: primary.bin.clone(),
+            run_as: primary.run_as.clone(),
+            settings: String::new(),
+            watcher: Mutex::new(None),
+        };
+        server.spawn_watcher()?;
+        let data = server.data.to_string_lossy().into_owned();
+        let host = primary.base.to_string_lossy().into_owned();
+        let port = primary.port.to_string();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "--no-sync",
+            ],
+        )?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// Promote a standby to primary, waiting until it accepts writes.
+    pub fn promote(&self) -> io::Result<()> {
+        let data = self.data.to_string_lossy().into_owned();
+        self.run("pg_ctl", &["promote", "-D", &data, "-w", "-t", "60", "-s"])
     }
 
     /// The port the server listens on, over TCP on 127.0.0.1 and as its socket's name.
@@ -241,13 +341,25 @@ impl TestServer {
     /// Drop `schema` and everything in it (for a test that wants a fresh store).
     pub fn drop_schema(&self, schema: &str) -> io::Result<()> {
         crate::config::validate_schema(schema).map_err(io::Error::other)?;
-        let mut client = self
-            .config()
-            .connect(postgres::NoTls)
-            .map_err(io::Error::other)?;
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .map_err(io::Error::other)
+        self.superuser_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+    }
+
+    /// Run `sql` as [`SUPERUSER`] over the socket, from any thread (the blocking
+    /// client cannot run inside a tokio runtime, so there it runs on a helper thread).
+    pub fn superuser_sql(&self, sql: &str) -> io::Result<()> {
+        let config = self.config();
+        let work = move || -> io::Result<()> {
+            let mut client = config.connect(postgres::NoTls).map_err(io::Error::other)?;
+            client.batch_execute(sql).map_err(io::Error::other)
+        };
+        if !crate::blocking::in_runtime() {
+            return work();
+        }
+        std::thread::scope(|s| {
+            s.spawn(work)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     fn initdb(&self) -> io::Result<()> {
@@ -271,16 +383,10 @@ impl TestServer {
     }
 
     fn create_password_user(&self) -> io::Result<()> {
-        let mut client = self
-            .config()
-            .connect(postgres::NoTls)
-            .map_err(io::Error::other)?;
-        client
-            .batch_execute(&format!(
-                "CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'; \
-                 GRANT CREATE ON DATABASE postgres TO {PASSWORD_USER}"
-            ))
-            .map_err(io::Error::other)
+        self.superuser_sql(&format!(
+            "CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'; \
+             GRANT CREATE ON DATABASE postgres TO {PASSWORD_USER}"
+        ))
     }
 
     /// A command running `program` from the server's bin dir, as the server's user.
@@ -441,7 +547,7 @@ pub fn store_builder(schema: &str) -> vgi_storage_core::Result<PostgresBuilder> 
 ///
 /// Errors as for [`store_builder`].
 pub fn open_store(schema: &str, clock: SharedClock) -> vgi_storage_core::Result<PostgresStorage> {
-    store_builder(schema)?.clock(clock).connect()
+    store_builder(schema)?.test_clock(clock).connect()
 }
 
 fn as_user(run_as: Option<&RunAs>, program: &Path) -> Command {

@@ -23,7 +23,7 @@ fn a_configured_value_limit_is_enforced_whole() {
     let open_capped = |fx: &Fixture| -> Result<SharedStorage> {
         Ok(Arc::new(
             vgi_storage_postgres::testing::store_builder(fx.name())?
-                .clock(fx.clock())
+                .test_clock(fx.clock())
                 .max_value_len(64 * 1024)
                 .connect()?,
         ))

@@ -4,9 +4,19 @@ use vgi_storage_core::{Result, SharedClock, SharedStorage};
 
 use crate::{BackendKind, StorageConfig};
 
+/// Open the configured backend; `clock` is a test clock, `None` for the store's
+/// own (the system clock locally, the server's clock for PostgreSQL).
 #[allow(clippy::needless_pass_by_value)] // consumed only when a backend is compiled in
-pub(crate) fn open(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+pub(crate) fn open(
+    config: &StorageConfig,
+    test_clock: Option<SharedClock>,
+) -> Result<SharedStorage> {
     let kind: BackendKind = config.backend;
+    #[cfg(feature = "postgres")]
+    if kind == BackendKind::Postgres {
+        return postgres(config, test_clock);
+    }
+    let clock = test_clock.unwrap_or_else(vgi_storage_core::system_clock);
     match kind {
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(std::sync::Arc::new(
@@ -16,8 +26,6 @@ pub(crate) fn open(config: &StorageConfig, clock: SharedClock) -> Result<SharedS
         BackendKind::Sqlite => sqlite(config, clock),
         #[cfg(feature = "redb")]
         BackendKind::Redb => redb(config, clock),
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => postgres(config, clock),
         // Reached only in builds without some backend; with every feature on it is dead.
         #[allow(unreachable_patterns)]
         other => {
@@ -77,13 +85,15 @@ fn redb(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
 }
 
 #[cfg(feature = "postgres")]
-fn postgres(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
+fn postgres(config: &StorageConfig, test_clock: Option<SharedClock>) -> Result<SharedStorage> {
     use vgi_storage_postgres::{PostgresSource, PostgresStorage};
     let mut builder = match &config.url {
         Some(url) => PostgresStorage::builder(url.as_str()),
         None => PostgresStorage::builder(PostgresSource::Env),
     };
-    builder = builder.clock(clock);
+    if let Some(clock) = test_clock {
+        builder = builder.test_clock(clock);
+    }
     if let Some(schema) = config.options.get("schema") {
         builder = builder.schema(schema.as_str());
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
-use vgi_storage_core::{Result, SharedClock, SharedStorage, StorageError, system_clock};
+use vgi_storage_core::{Result, SharedClock, SharedStorage, StorageError};
 
 use crate::BackendKind;
 
@@ -66,7 +66,13 @@ impl fmt::Debug for StorageConfig {
         f.debug_struct("StorageConfig")
             .field("backend", &self.backend)
             .field("path", &self.path)
-            .field("url", &self.url.as_deref().map(redact_url))
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(crate::redact::redact_connection_string),
+            )
             .field("options", &self.options)
             .finish()
     }
@@ -254,16 +260,24 @@ impl StorageConfig {
             .transpose()
     }
 
-    /// Build the store this config describes, on the system clock.
+    /// Build the store this config describes, on its own clock: the system
+    /// clock for the local backends, the server's clock for PostgreSQL (one
+    /// clock for every host of a fleet).
     pub fn open(&self) -> Result<SharedStorage> {
-        self.open_with_clock(system_clock())
+        self.validate()?;
+        self.backend.ensure_compiled_in()?;
+        crate::backends::open(self, None)
     }
 
-    /// Build the store this config describes, stamping writes with `clock`.
+    /// Build the store this config describes, stamping writes and dating `gc`
+    /// with `clock`, for tests and benchmarks that move time.
+    ///
+    /// For PostgreSQL this replaces the server's clock (the backend's
+    /// `test_clock`): every store sharing the schema must then use the same clock.
     pub fn open_with_clock(&self, clock: SharedClock) -> Result<SharedStorage> {
         self.validate()?;
         self.backend.ensure_compiled_in()?;
-        crate::backends::open(self, clock)
+        crate::backends::open(self, Some(clock))
     }
 }
 
@@ -370,41 +384,6 @@ fn percent_decode(s: &str, backend: BackendKind) -> Result<String> {
         hint: format!("`{s}` does not decode to UTF-8"),
         source: Some(Box::new(e)),
     })
-}
-
-/// `postgres://user:secret@host/db?password=x` -> `postgres://user:***@host/db?password=***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) if userinfo.contains(':') => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    format!("{scheme}://{user}:***@{host}{path}")
-                }
-                _ => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<&str> = query
-            .split('&')
-            .map(|p| {
-                if p.starts_with("password=") {
-                    "password=***"
-                } else {
-                    p
-                }
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
 }
 
 fn deserialize_options<'de, D>(de: D) -> std::result::Result<BTreeMap<String, String>, D::Error>

@@ -96,12 +96,24 @@ impl FromStr for BackendKind {
             "sqlite" | "sqlite3" => Ok(Self::Sqlite),
             "redb" => Ok(Self::Redb),
             "postgres" | "postgresql" => Ok(Self::Postgres),
-            _ => Err(StorageError::Config {
+            // Quote the name only when it is plainly one: a libpq `key=value`
+            // string or a mangled URL may hold a password.
+            _ if crate::redact::is_quotable_name(s.trim()) => Err(StorageError::Config {
                 store: "vgi-storage".to_owned(),
                 hint: format!(
-                    "unknown backend `{s}`; use one of memory, sqlite, redb, postgres \
-                     (or a URL such as sqlite:/path/state.db)"
+                    "unknown backend `{}`; use one of memory, sqlite, redb, postgres \
+                     (or a URL such as sqlite:/path/state.db)",
+                    s.trim()
                 ),
+                source: None,
+            }),
+            _ => Err(StorageError::Config {
+                store: "vgi-storage".to_owned(),
+                hint: "not a backend name or storage URL (not quoted here, as it may hold a \
+                       password); use memory, sqlite, redb, or a URL such as \
+                       sqlite:/path/state.db or postgres://user@host/db (a libpq key=value \
+                       string is not accepted: write it as a postgres:// URL)"
+                    .to_owned(),
                 source: None,
             }),
         }

@@ -5,6 +5,7 @@ mod backends;
 mod config;
 mod env;
 mod kind;
+mod redact;
 #[cfg(feature = "tracing")]
 mod traced;
 
