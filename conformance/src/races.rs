@@ -517,30 +517,45 @@ fn gc_race_write(
 #[allow(clippy::too_many_lines)]
 pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) -> CheckResult {
     const WRITERS: usize = 3;
-    const SCOPES: usize = 4;
-    const STEP: Duration = Duration::from_millis(100);
+    // The sweeper moves the clock one step before each pass, so it stands still
+    // during a pass. A writer writes to the scope of the current ttl window, two
+    // scopes in turn: each is written for one window, left for one, and is
+    // written again in the very step it has gone stale, racing the pass that
+    // may remove it.
+    const SCOPES: usize = 2;
+    const STEP: Duration = Duration::from_millis(500);
     let writes = scaled(240, 2400);
     let ttl = Duration::from_secs(2);
-    let ttl_ms = 2000;
+    let ttl_ms: i64 = 2000;
     let env = run.env()?;
     let st = &*env.store;
     let clock = env.clock();
     let ticks = Ticks::default();
+    // Writers do PER_STEP writes per clock step each, so the clock keeps
+    // pace with them; their writes of a step race the gc pass of that step.
+    const PER_STEP: usize = 4;
     let writing = AtomicUsize::new(WRITERS);
+    let step = AtomicUsize::new(0);
+    let written = AtomicUsize::new(0);
     let (log, passes) = thread::scope(|scope| -> Result<_, Failure> {
-        let (ticks, writing) = (&ticks, &writing);
+        let (ticks, writing, step, written) = (&ticks, &writing, &step, &written);
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 scope.spawn(move || -> Result<Vec<GcWrite>, Failure> {
                     let mut done = Vec::new();
+                    let start = Instant::now();
                     let r = (|| {
                         for i in 0..writes {
-                            // Ten writes to a scope, then the next: by the time a
-                            // writer comes back, the clock has moved past the ttl.
-                            let s = format!("w{w}-s{}", (i / 10) % SCOPES).into_bytes();
+                            while step.load(Ordering::SeqCst) <= i / PER_STEP {
+                                overdue(start, "waiting for the clock to move")?;
+                                thread::yield_now();
+                            }
                             let tag = format!("w{w}-{i}");
                             let kind = i % GC_KINDS.len();
                             let clock_before = clock.now_millis();
+                            let window =
+                                usize::try_from(clock_before.div_euclid(ttl_ms)).unwrap_or(0);
+                            let s = format!("w{w}-s{}", window % SCOPES).into_bytes();
                             let began = ticks.now();
                             let won = retry(|| gc_race_write(st, &s, &tag, kind))
                                 .or_fail(GC_KINDS[kind])?;
@@ -552,7 +567,7 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
                                 clock_before,
                                 began,
                             });
-                            clock.advance(STEP);
+                            written.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(())
                     })();
@@ -566,6 +581,8 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
             let start = Instant::now();
             loop {
                 let last = writing.load(Ordering::SeqCst) == 0;
+                clock.advance(STEP);
+                let k = step.fetch_add(1, Ordering::SeqCst) + 1;
                 let report = retry(|| st.gc(ttl)).or_fail("gc")?;
                 passes.push(GcPass {
                     returned: ticks.now(),
@@ -575,8 +592,12 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
                 if last {
                     return Ok(passes);
                 }
-                overdue(start, "the gc race")?;
-                thread::yield_now();
+                // Let the writers finish this step's writes before the clock moves again.
+                let due = (k * PER_STEP * WRITERS).min(writes * WRITERS);
+                while written.load(Ordering::SeqCst) < due && writing.load(Ordering::SeqCst) > 0 {
+                    overdue(start, "the gc race")?;
+                    thread::yield_now();
+                }
             }
         });
         let mut log = Vec::new();
