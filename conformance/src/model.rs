@@ -22,10 +22,10 @@ const SCOPES: &[&[u8]] = &[b"", b"\0", b"\xff", b"s"];
 const NSS: &[&[u8]] = &[b"", b"\0", b"n"];
 const KEYS: &[&[u8]] = &[b"", b"\0", b"\xff", b"k", b"k\0"];
 
-/// The concentrating test's alphabets: two scopes, two namespaces, two keys,
+/// The concentrating test's alphabets: two scopes, one namespace, two keys,
 /// so nearly every operation lands on a cell an earlier one touched.
 const FEW_SCOPES: &[&[u8]] = &[b"", b"s"];
-const FEW_NSS: &[&[u8]] = &[b"n", b""];
+const FEW_NSS: &[&[u8]] = &[b"n"];
 const FEW_KEYS: &[&[u8]] = &[b"k", b"\0"];
 
 /// Which alphabets and value sizes a generated sequence draws from.
@@ -105,6 +105,9 @@ pub(crate) enum After {
     Fixed(i64),
     /// An id the store returned earlier (the `n`-th, modulo how many) plus `delta`.
     Earlier(usize, i8),
+    /// An id the store returned earlier for the scanned log (the `n`-th, modulo
+    /// how many) plus `delta`.
+    EarlierInLog(usize, i8),
 }
 
 /// One operation of a generated sequence.
@@ -182,8 +185,9 @@ fn small_val() -> BoxedStrategy<Val> {
 fn returned_after() -> BoxedStrategy<After> {
     prop_oneof![
         2 => Just(After::Fixed(-1)),
-        8 => any::<usize>().prop_map(|n| After::Earlier(n, 0)),
-        2 => (any::<usize>(), prop::sample::select(&[-1i8, 1][..])).prop_map(|(n, d)| After::Earlier(n, d)),
+        8 => any::<usize>().prop_map(|n| After::EarlierInLog(n, 0)),
+        1 => any::<usize>().prop_map(|n| After::Earlier(n, 0)),
+        2 => (any::<usize>(), prop::sample::select(&[-1i8, 1][..])).prop_map(|(n, d)| After::EarlierInLog(n, d)),
     ]
     .boxed()
 }
@@ -327,6 +331,7 @@ pub(crate) struct Ids {
     seen: HashSet<i64>,
     all: Vec<i64>,
     last_per_log: BTreeMap<LogKey, i64>,
+    per_log: BTreeMap<LogKey, Vec<i64>>,
 }
 
 impl Ids {
@@ -346,13 +351,19 @@ impl Ids {
             ));
         }
         self.last_per_log.insert(log.clone(), id);
+        self.per_log.entry(log.clone()).or_default().push(id);
         self.all.push(id);
         Ok(())
     }
 
-    fn resolve(&self, after: &After) -> i64 {
+    fn resolve(&self, after: &After, log: &LogKey) -> i64 {
         match after {
             After::Fixed(id) => *id,
+            After::EarlierInLog(n, delta) => self
+                .per_log
+                .get(log)
+                .and_then(|ids| ids.get(n % ids.len().max(1)))
+                .map_or(-1, |id| id.saturating_add(i64::from(*delta))),
             After::Earlier(n, delta) => self
                 .all
                 .get(n % self.all.len().max(1))
@@ -586,7 +597,7 @@ impl Model {
             Op::Scan(s, n, k, after, limit) => {
                 let log = Self::log_key(*s, *n, *k);
                 self.known_logs.insert(log.clone());
-                let after_id = self.ids.resolve(after);
+                let after_id = self.ids.resolve(after, &log);
                 let got = ok(
                     &format!("scan(after_id {after_id}, limit {limit})"),
                     store.scan(s.0, n.0, k.0, after_id, *limit),
