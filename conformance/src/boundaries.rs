@@ -14,6 +14,7 @@ use crate::harness::{
 /// Above this `max_value_len`, building a value just over the limit costs too much memory.
 const LIMIT_CHECK_MAX: usize = 64 << 20;
 
+#[allow(clippy::too_many_lines)]
 pub(crate) fn every_write_form_takes_exactly_the_limit_and_refuses_one_more(
     run: &Run<'_>,
 ) -> CheckResult {

@@ -242,17 +242,19 @@ fn advance() -> BoxedStrategy<Duration> {
 }
 
 #[allow(clippy::too_many_lines)]
+type ValsAndAfters = (
+    fn() -> BoxedStrategy<Val>,
+    fn() -> BoxedStrategy<After>,
+    u32,
+);
+
 fn op(a: Alphabets, with_reopen: bool) -> BoxedStrategy<Op> {
     let (s, n, k) = (
         move || name(a.scopes),
         move || name(a.nss),
         move || name(a.keys),
     );
-    let (val, after, batch): (
-        fn() -> BoxedStrategy<Val>,
-        fn() -> BoxedStrategy<After>,
-        u32,
-    ) = if a.concentrated {
+    let (val, after, batch): ValsAndAfters = if a.concentrated {
         (small_val, returned_after, 6)
     } else {
         (val, after, 2)

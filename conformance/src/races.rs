@@ -43,6 +43,7 @@ fn parse_written(v: &[u8]) -> Option<(u8, usize)> {
     Some((who, n.parse().ok()?))
 }
 
+#[allow(clippy::too_many_lines)]
 pub(crate) fn kv_put_get_and_cas_on_one_key_see_only_written_values(run: &Run<'_>) -> CheckResult {
     const READERS: usize = 2;
     let puts = scaled(1000, 10_000);
@@ -194,7 +195,7 @@ pub(crate) fn log_tailed_while_appending_in_batches_never_goes_back(run: &Run<'_
     let writing = AtomicUsize::new(WRITERS);
     let (appended, seen) = thread::scope(|scope| -> Result<_, Failure> {
         let writing = &writing;
-        let writers: Vec<_> = (0..WRITERS)
+        let writer_threads: Vec<_> = (0..WRITERS)
             .map(|w| {
                 scope.spawn(move || -> Result<Vec<(i64, Vec<u8>)>, Failure> {
                     let mut mine = Vec::new();
@@ -254,7 +255,11 @@ pub(crate) fn log_tailed_while_appending_in_batches_never_goes_back(run: &Run<'_
                                 }
                             }
                         };
-                        let limit = if round % 8 == 0 { usize::MAX } else { 16 };
+                        let limit = if round.is_multiple_of(8) {
+                            usize::MAX
+                        } else {
+                            16
+                        };
                         let page =
                             retry(|| st.scan(log.0, log.1, log.2, after, limit)).or_fail("scan")?;
                         seen.judge(after, &page, &who)?;
@@ -269,7 +274,7 @@ pub(crate) fn log_tailed_while_appending_in_batches_never_goes_back(run: &Run<'_
             })
             .collect();
         let mut appended = Vec::new();
-        for w in writers {
+        for w in writer_threads {
             appended.push(join(w)?);
         }
         let mut seen = Vec::new();
@@ -424,7 +429,7 @@ pub(crate) fn pushes_racing_pops_never_answer_empty_mid_push(run: &Run<'_>) -> C
     let total: usize = pushes.iter().map(Vec::len).sum();
     let pops = thread::scope(|scope| -> Result<Vec<PopEvent>, Failure> {
         let (pushing, ticks, pushes) = (&pushing, &ticks, &pushes);
-        let pushers: Vec<_> = (0..PUSHERS)
+        let pushing_threads: Vec<_> = (0..PUSHERS)
             .map(|p| {
                 scope.spawn(move || -> Result<(), Failure> {
                     let r = pushes
@@ -452,7 +457,7 @@ pub(crate) fn pushes_racing_pops_never_answer_empty_mid_push(run: &Run<'_>) -> C
                 })
             })
             .collect();
-        for p in pushers {
+        for p in pushing_threads {
             join(p)?;
         }
         let mut all = Vec::new();
@@ -523,6 +528,9 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
     // written again in the very step it has gone stale, racing the pass that
     // may remove it.
     const SCOPES: usize = 2;
+    // Writers do PER_STEP writes per clock step each, so the clock keeps
+    // pace with them; their writes of a step race the gc pass of that step.
+    const PER_STEP: usize = 4;
     const STEP: Duration = Duration::from_millis(500);
     let writes = scaled(240, 2400);
     let ttl = Duration::from_secs(2);
@@ -531,15 +539,12 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
     let st = &*env.store;
     let clock = env.clock();
     let ticks = Ticks::default();
-    // Writers do PER_STEP writes per clock step each, so the clock keeps
-    // pace with them; their writes of a step race the gc pass of that step.
-    const PER_STEP: usize = 4;
     let writing = AtomicUsize::new(WRITERS);
     let step = AtomicUsize::new(0);
     let written = AtomicUsize::new(0);
     let (log, passes) = thread::scope(|scope| -> Result<_, Failure> {
         let (ticks, writing, step, written) = (&ticks, &writing, &step, &written);
-        let writers: Vec<_> = (0..WRITERS)
+        let writer_threads: Vec<_> = (0..WRITERS)
             .map(|w| {
                 scope.spawn(move || -> Result<Vec<GcWrite>, Failure> {
                     let mut done = Vec::new();
@@ -601,7 +606,7 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
             }
         });
         let mut log = Vec::new();
-        for w in writers {
+        for w in writer_threads {
             log.extend(join(w)?);
         }
         Ok((log, join(sweeper)?))
@@ -671,6 +676,7 @@ pub(crate) fn every_write_racing_gc_as_the_clock_moves_is_kept(run: &Run<'_>) ->
     Ok(Outcome::Passed)
 }
 
+#[allow(clippy::too_many_lines)]
 pub(crate) fn clear_racing_readers_and_writers_hides_what_was_written_before(
     run: &Run<'_>,
 ) -> CheckResult {
@@ -688,7 +694,7 @@ pub(crate) fn clear_racing_readers_and_writers_hides_what_was_written_before(
     // (tick before the read began, value seen)
     let seen: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
     let observe = |began: u64, values: Vec<Vec<u8>>| {
-        lock(&seen).extend(values.into_iter().map(|v| (began, v)))
+        lock(&seen).extend(values.into_iter().map(|v| (began, v)));
     };
     let read_all = |keys_now: &[Vec<u8>]| -> Result<(), Failure> {
         let began = ticks.now();
@@ -711,7 +717,7 @@ pub(crate) fn clear_racing_readers_and_writers_hides_what_was_written_before(
         keys.iter().rev().take(32).cloned().collect::<Vec<_>>()
     };
     let clear_spans = thread::scope(|scope| -> Result<Vec<(u64, u64)>, Failure> {
-        let writers: Vec<_> = (0..WRITERS)
+        let writer_threads: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let (ticks, acks, keys, acked_count) = (&ticks, &acks, &keys, &acked_count);
                 scope.spawn(move || -> Result<(), Failure> {
@@ -760,7 +766,7 @@ pub(crate) fn clear_racing_readers_and_writers_hides_what_was_written_before(
             }
             Ok(spans)
         });
-        let written: Result<(), Failure> = writers.into_iter().try_for_each(join);
+        let written: Result<(), Failure> = writer_threads.into_iter().try_for_each(join);
         let spans = join(clearer);
         writing.store(false, Ordering::SeqCst);
         join(reader)?;

@@ -147,10 +147,10 @@ fn a_name_limit_the_batch_forms_forget_is_caught() {
 /// The same check passes a store that enforces its declared name limit everywhere.
 #[test]
 fn a_name_limit_enforced_everywhere_passes() {
-    let check = CHECKS
-        .iter()
-        .find(|c| c.name() == "names_of_exactly_max_key_len_work_and_longer_are_refused")
-        .expect("the check exists");
+    let name = "names_of_exactly_max_key_len_work_and_longer_are_refused";
+    let Some(check) = CHECKS.iter().find(|c| c.name() == name) else {
+        panic!("no check named {name}");
+    };
     let outcome = check.run(&support::name_limited(true), &Settings::default());
     assert!(
         matches!(outcome, Ok(vgi_storage_conformance::Outcome::Passed)),

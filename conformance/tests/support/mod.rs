@@ -122,6 +122,8 @@ pub enum Fault {
 }
 
 type Bytes = Vec<u8>;
+/// One log of [`Fault::ReservesIdsBeforeInserting`], by id.
+type IdLog = BTreeMap<i64, Bytes>;
 
 /// A correct store wrapped to break one promise.
 pub struct Broken {
@@ -134,7 +136,7 @@ pub struct Broken {
     stamps: Mutex<BTreeMap<Bytes, i64>>,
     /// For [`Fault::ReservesIdsBeforeInserting`]: the next id, and the logs.
     next_id: AtomicI64,
-    logs: Mutex<BTreeMap<(Bytes, Bytes, Bytes), BTreeMap<i64, Bytes>>>,
+    logs: Mutex<BTreeMap<(Bytes, Bytes, Bytes), IdLog>>,
     /// For [`Fault::BusyPopSaysEmpty`]: the lock file every pop takes (across threads and processes).
     lock_path: Option<PathBuf>,
 }
@@ -461,8 +463,8 @@ impl FunctionStorage for Broken {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         let scope = self.name(scope);
-        if self.fault == Fault::BusyPopSaysEmpty {
-            if let Some(path) = &self.lock_path {
+        if let (Fault::BusyPopSaysEmpty, Some(path)) = (self.fault, &self.lock_path) {
+            {
                 let io = |e: std::io::Error| {
                     StorageError::operation("broken", "queue_pop", ErrorKind::Io, "lock file", e)
                 };
