@@ -103,15 +103,31 @@ pub struct Settings {
 /// Model-test cases per check when `PROPTEST_CASES` is not set.
 pub const DEFAULT_CASES: u32 = 32;
 
+/// Cases of the concentrating model test when `PROPTEST_CASES` is not set
+/// (each case is up to 64 operations on few cells).
+pub const DEFAULT_CONCENTRATED_CASES: u32 = 64;
+
 impl Settings {
-    /// The model-test case count: [`Settings::cases`], else `PROPTEST_CASES`, else [`DEFAULT_CASES`].
+    /// The model-test case count: [`Settings::cases`], else `PROPTEST_CASES`,
+    /// else [`DEFAULT_CASES`] (four times as many under `VGI_CONFORMANCE_DEEP`).
     #[must_use]
     pub fn model_cases(&self) -> u32 {
+        self.cases_or(DEFAULT_CASES)
+    }
+
+    /// The concentrating model test's case count: as [`Settings::model_cases`],
+    /// with [`DEFAULT_CONCENTRATED_CASES`] as the default.
+    #[must_use]
+    pub fn concentrated_cases(&self) -> u32 {
+        self.cases_or(DEFAULT_CONCENTRATED_CASES)
+    }
+
+    fn cases_or(&self, default: u32) -> u32 {
         self.cases.unwrap_or_else(|| {
             std::env::var("PROPTEST_CASES")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(DEFAULT_CASES)
+                .unwrap_or_else(|| scaled(default, default * 4))
         })
     }
 }

@@ -15,7 +15,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use fixture::{Factory, Fixture};
-pub use harness::{CheckResult, DEEP_ENV, DEFAULT_CASES, Failure, Outcome, Settings, deep};
+pub use harness::{
+    CheckResult, DEEP_ENV, DEFAULT_CASES, DEFAULT_CONCENTRATED_CASES, Failure, Outcome, Settings,
+    deep,
+};
 pub use proptest;
 
 use harness::Run;

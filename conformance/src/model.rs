@@ -810,5 +810,5 @@ pub(crate) fn model_matches_random_operations_across_reopens(run: &Run<'_>) -> C
 /// hit the same cells: scans after ids already returned, batch and single forms
 /// mixed on one log or key.
 pub(crate) fn model_matches_concentrated_operations(run: &Run<'_>) -> CheckResult {
-    run_model_on(run, &concentrated_ops(), run.settings.model_cases())
+    run_model_on(run, &concentrated_ops(), run.settings.concentrated_cases())
 }
