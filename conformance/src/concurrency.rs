@@ -11,7 +11,7 @@ use crate::harness::{CheckResult, Failure, OrFail, Outcome, Run, ensure, ensure_
 
 const THREADS: usize = 4;
 /// How long a check waits for items that should have arrived before calling them lost.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 pub(crate) fn join<T>(
     handle: thread::ScopedJoinHandle<'_, Result<T, Failure>>,
