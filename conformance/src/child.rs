@@ -29,10 +29,7 @@ const MARK: &str = "@@vgi-job@@ ";
 /// How long a child may stay silent before the parent gives up on it.
 pub(crate) const SILENCE: Duration = Duration::from_secs(120);
 
-/// Whether `VGI_CONFORMANCE_DEEP` asks for the long, hard settings.
-pub(crate) fn deep() -> bool {
-    std::env::var("VGI_CONFORMANCE_DEEP").is_ok_and(|v| !v.is_empty() && v != "0")
-}
+pub(crate) use crate::harness::deep;
 
 /// A seed for a random run: `VGI_CONFORMANCE_SEED` if set (to replay a
 /// failure), else the clock.

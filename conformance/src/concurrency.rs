@@ -13,7 +13,9 @@ const THREADS: usize = 4;
 /// How long a check waits for items that should have arrived before calling them lost.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn join<T>(handle: thread::ScopedJoinHandle<'_, Result<T, Failure>>) -> Result<T, Failure> {
+pub(crate) fn join<T>(
+    handle: thread::ScopedJoinHandle<'_, Result<T, Failure>>,
+) -> Result<T, Failure> {
     handle.join().map_err(|_| {
         Failure::new("a worker thread panicked (a store call must return Err, never panic)")
     })?

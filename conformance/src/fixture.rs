@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use vgi_storage_core::{ManualClock, Result, SharedClock, SharedStorage};
 
@@ -31,6 +32,7 @@ pub struct Fixture {
     clock: ManualClock,
     reopen: bool,
     file_backed: Arc<AtomicBool>,
+    busy_timeout: Option<Duration>,
 }
 
 impl Fixture {
@@ -43,6 +45,7 @@ impl Fixture {
             clock,
             reopen,
             file_backed: Arc::default(),
+            busy_timeout: None,
         }
     }
 
@@ -61,6 +64,30 @@ impl Fixture {
     #[must_use]
     pub fn is_file_backed(&self) -> bool {
         self.file_backed.load(Ordering::SeqCst)
+    }
+
+    /// The same fixture, asking the factory for a busy timeout of `timeout`.
+    #[must_use]
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the store should wait on a lock held by another connection or
+    /// process before it gives up with a retryable error, when the check asks
+    /// for a specific (short) wait; `None` means the backend's default.
+    ///
+    /// A factory whose backend has such a setting applies it:
+    ///
+    /// ```ignore
+    /// let mut builder = MyStorage::builder(fx.path("state.db"));
+    /// if let Some(timeout) = fx.busy_timeout() {
+    ///     builder = builder.busy_timeout(timeout);
+    /// }
+    /// ```
+    #[must_use]
+    pub fn busy_timeout(&self) -> Option<Duration> {
+        self.busy_timeout
     }
 
     /// The check's directory.

@@ -103,15 +103,31 @@ pub struct Settings {
 /// Model-test cases per check when `PROPTEST_CASES` is not set.
 pub const DEFAULT_CASES: u32 = 32;
 
+/// Cases of the concentrating model test when `PROPTEST_CASES` is not set
+/// (each case is up to 64 operations on few cells).
+pub const DEFAULT_CONCENTRATED_CASES: u32 = 64;
+
 impl Settings {
-    /// The model-test case count: [`Settings::cases`], else `PROPTEST_CASES`, else [`DEFAULT_CASES`].
+    /// The model-test case count: [`Settings::cases`], else `PROPTEST_CASES`,
+    /// else [`DEFAULT_CASES`] (four times as many under `VGI_CONFORMANCE_DEEP`).
     #[must_use]
     pub fn model_cases(&self) -> u32 {
+        self.cases_or(DEFAULT_CASES)
+    }
+
+    /// The concentrating model test's case count: as [`Settings::model_cases`],
+    /// with [`DEFAULT_CONCENTRATED_CASES`] as the default.
+    #[must_use]
+    pub fn concentrated_cases(&self) -> u32 {
+        self.cases_or(DEFAULT_CONCENTRATED_CASES)
+    }
+
+    fn cases_or(&self, default: u32) -> u32 {
         self.cases.unwrap_or_else(|| {
             std::env::var("PROPTEST_CASES")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(DEFAULT_CASES)
+                .unwrap_or_else(|| scaled(default, default * 4))
         })
     }
 }
@@ -263,6 +279,69 @@ pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8) ^ ((i >> 8) as u8).rotate_left(3) ^ seed)
         .collect()
+}
+
+/// The call must have failed with `kind` (it was refused before writing anything).
+pub(crate) fn expect_kind<T: fmt::Debug>(
+    kind: vgi_storage_core::ErrorKind,
+    what: &str,
+    res: Result<T, StorageError>,
+) -> Result<(), Failure> {
+    match res {
+        Err(e) if e.kind() == kind => Ok(()),
+        Err(e) => Err(Failure::storage(
+            format!("{what} should fail with {kind:?}, but it"),
+            e,
+        )),
+        Ok(v) => Err(Failure::new(format!(
+            "{what} should fail with {kind:?}, got Ok({})",
+            short(&v)
+        ))),
+    }
+}
+
+/// The environment variable that runs the size, race and busy checks bigger and longer.
+pub const DEEP_ENV: &str = "VGI_CONFORMANCE_DEEP";
+
+/// Whether `VGI_CONFORMANCE_DEEP` asks for the deeper settings (any value but
+/// empty, `0` or `false`).
+#[must_use]
+pub fn deep() -> bool {
+    std::env::var(DEEP_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+}
+
+/// `default`, or `deeper` under `VGI_CONFORMANCE_DEEP`.
+pub(crate) fn scaled<T>(default: T, deeper: T) -> T {
+    if deep() { deeper } else { default }
+}
+
+/// `len` pseudo-random bytes (splitmix64 from `seed`): incompressible, so a
+/// backend cannot store a long name or value cheaply by compressing it.
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A global order of events across threads: each call to [`Ticks::now`]
+/// returns a larger number, so "this call began after that one returned" is a
+/// comparison of two ticks.
+#[derive(Debug, Default)]
+pub(crate) struct Ticks(AtomicU64);
+
+impl Ticks {
+    pub(crate) fn now(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst)
+    }
 }
 
 /// Fail the check with a formatted message unless `cond` holds.

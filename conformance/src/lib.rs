@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod boundaries;
 mod child;
 mod concurrency;
 mod crash;
@@ -11,13 +12,18 @@ mod harness;
 mod inspect;
 mod model;
 mod process;
+mod races;
 mod runtime;
+mod sizes;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 pub use fixture::{Factory, Fixture};
-pub use harness::{CheckResult, DEFAULT_CASES, Failure, Outcome, Settings};
+pub use harness::{
+    CheckResult, DEEP_ENV, DEFAULT_CASES, DEFAULT_CONCENTRATED_CASES, Failure, Outcome, Settings,
+    deep,
+};
 pub use proptest;
 
 use harness::Run;
@@ -174,6 +180,44 @@ checks! {
     log_tail_sees_every_entry_in_order_across_processes => process::log_tail_sees_every_entry_in_order_across_processes;
     /// Processes incrementing one counter through CAS lose no update.
     cas_counter_loses_no_update_across_processes => process::cas_counter_loses_no_update_across_processes;
+    /// A log of 10k entries (100k deep) reads whole with `limit = usize::MAX`, with `scan_all`, and page by page.
+    logs_of_ten_thousand_entries_read_whole_and_by_page => sizes::logs_of_ten_thousand_entries_read_whole_and_by_page;
+    /// One `gc` call removes all of 5k stale scopes (50k deep), each reported once, and keeps the fresh one.
+    gc_removes_five_thousand_stale_scopes_in_one_call => sizes::gc_removes_five_thousand_stale_scopes_in_one_call;
+    /// A queue of 10k items (100k deep), one big push and many small ones, drains whole and in order.
+    queues_of_ten_thousand_items_drain_in_order => sizes::queues_of_ten_thousand_items_drain_in_order;
+    /// Scopes, namespaces and keys of 64 KiB and 1 MiB of incompressible bytes work and stay distinct (up to `max_key_len`).
+    names_of_64_kib_and_1_mib_round_trip => sizes::names_of_64_kib_and_1_mib_round_trip;
+    /// With a declared `max_key_len`, names of exactly that length work; one byte longer is refused with `InvalidInput` by every method, writing nothing.
+    names_of_exactly_max_key_len_work_and_longer_are_refused => sizes::names_of_exactly_max_key_len_work_and_longer_are_refused;
+    /// Values above 16 MiB (up to 24 MiB, 96 MiB deep, or `max_value_len`) round-trip byte for byte through kv, CAS, log and queue.
+    values_above_16_mib_round_trip => sizes::values_above_16_mib_round_trip;
+    /// Exactly `max_value_len` is accepted and one byte more refused with nothing written, in every write form.
+    every_write_form_takes_exactly_the_limit_and_refuses_one_more => boundaries::every_write_form_takes_exactly_the_limit_and_refuses_one_more;
+    /// CAS tells an empty value from an absent one in every direction (current, expected and new).
+    cas_tells_empty_from_absent_in_every_direction => boundaries::cas_tells_empty_from_absent_in_every_direction;
+    /// `clear` and `gc` of the empty scope, with the empty namespace and key, remove it and nothing else.
+    clear_and_gc_of_the_empty_names => boundaries::clear_and_gc_of_the_empty_names;
+    /// Invalid-UTF-8, NUL-holding, case-only and trailing-space look-alike names stay distinct everywhere.
+    names_a_lossy_encoding_would_merge_stay_distinct => boundaries::names_a_lossy_encoding_would_merge_stay_distinct;
+    /// CAS on values of 4 KiB and 64 KiB compares every byte: a value differing only in the last byte loses.
+    cas_compares_long_values_to_the_last_byte => boundaries::cas_compares_long_values_to_the_last_byte;
+    /// Random sequences on one or two scopes and few keys and logs give the model's results.
+    model_matches_concentrated_operations => model::model_matches_concentrated_operations;
+    /// Puts, gets and CAS racing on one key: never absent, never an unwritten or an outdated value.
+    kv_put_get_and_cas_on_one_key_see_only_written_values => races::kv_put_get_and_cas_on_one_key_see_only_written_values;
+    /// Readers tailing a log while writers append singly and in batches never see an id appear below one already seen.
+    log_tailed_while_appending_in_batches_never_goes_back => races::log_tailed_while_appending_in_batches_never_goes_back;
+    /// Pushes racing pops: once an item of a push is popped, no pop answers empty until the whole push is out.
+    pushes_racing_pops_never_answer_empty_mid_push => races::pushes_racing_pops_never_answer_empty_mid_push;
+    /// Every write kind racing `gc` while the clock moves: no write is lost unless a pass could rightly remove its scope.
+    every_write_racing_gc_as_the_clock_moves_is_kept => races::every_write_racing_gc_as_the_clock_moves_is_kept;
+    /// `clear` racing readers and writers: once it returned, nothing written before it began is visible.
+    clear_racing_readers_and_writers_hides_what_was_written_before => races::clear_racing_readers_and_writers_hides_what_was_written_before;
+    /// Threads draining a queue of N items with a short busy timeout never get "empty" before the N-th item is out.
+    a_busy_queue_never_answers_empty_across_threads => races::a_busy_queue_never_answers_empty_across_threads;
+    /// The same with processes sharing the store (backends shared across processes).
+    a_busy_queue_never_answers_empty_across_processes => process::a_busy_queue_never_answers_empty_across_processes;
 }
 
 /// The result of one check in a [`Report`].
@@ -325,6 +369,25 @@ macro_rules! conformance_suite {
             queue_pop_is_exactly_once_across_processes,
             log_tail_sees_every_entry_in_order_across_processes,
             cas_counter_loses_no_update_across_processes,
+            logs_of_ten_thousand_entries_read_whole_and_by_page,
+            gc_removes_five_thousand_stale_scopes_in_one_call,
+            queues_of_ten_thousand_items_drain_in_order,
+            names_of_64_kib_and_1_mib_round_trip,
+            names_of_exactly_max_key_len_work_and_longer_are_refused,
+            values_above_16_mib_round_trip,
+            every_write_form_takes_exactly_the_limit_and_refuses_one_more,
+            cas_tells_empty_from_absent_in_every_direction,
+            clear_and_gc_of_the_empty_names,
+            names_a_lossy_encoding_would_merge_stay_distinct,
+            cas_compares_long_values_to_the_last_byte,
+            model_matches_concentrated_operations,
+            kv_put_get_and_cas_on_one_key_see_only_written_values,
+            log_tailed_while_appending_in_batches_never_goes_back,
+            pushes_racing_pops_never_answer_empty_mid_push,
+            every_write_racing_gc_as_the_clock_moves_is_kept,
+            clear_racing_readers_and_writers_hides_what_was_written_before,
+            a_busy_queue_never_answers_empty_across_threads,
+            a_busy_queue_never_answers_empty_across_processes,
         );
     };
     (@tests $factory:expr; $($check:ident,)*) => {
@@ -401,9 +464,10 @@ pub fn run_in_test(
 /// The suite skips them when the limit is large (building such a value would
 /// cost gigabytes of memory), so a backend with a large limit proves them with a
 /// small configured cap instead: see [`run_value_limit_checks_in_test`].
-pub const VALUE_LIMIT_CHECKS: [&str; 2] = [
+pub const VALUE_LIMIT_CHECKS: [&str; 3] = [
     "values_over_the_limit_are_too_large_and_write_nothing",
     "queue_push_is_all_or_nothing",
+    "every_write_form_takes_exactly_the_limit_and_refuses_one_more",
 ];
 
 /// Run every check of [`VALUE_LIMIT_CHECKS`] with [`run_in_test`] from the

@@ -22,6 +22,36 @@ const SCOPES: &[&[u8]] = &[b"", b"\0", b"\xff", b"s"];
 const NSS: &[&[u8]] = &[b"", b"\0", b"n"];
 const KEYS: &[&[u8]] = &[b"", b"\0", b"\xff", b"k", b"k\0"];
 
+/// The concentrating test's alphabets: two scopes, one namespace, two keys,
+/// so nearly every operation lands on a cell an earlier one touched.
+const FEW_SCOPES: &[&[u8]] = &[b"", b"s"];
+const FEW_NSS: &[&[u8]] = &[b"n"];
+const FEW_KEYS: &[&[u8]] = &[b"k", b"\0"];
+
+/// Which alphabets and value sizes a generated sequence draws from.
+#[derive(Clone, Copy)]
+pub(crate) struct Alphabets {
+    scopes: &'static [&'static [u8]],
+    nss: &'static [&'static [u8]],
+    keys: &'static [&'static [u8]],
+    /// Concentrated sequences: small values, more scans after returned ids and more batches.
+    concentrated: bool,
+}
+
+const WIDE: Alphabets = Alphabets {
+    scopes: SCOPES,
+    nss: NSS,
+    keys: KEYS,
+    concentrated: false,
+};
+
+const FEW: Alphabets = Alphabets {
+    scopes: FEW_SCOPES,
+    nss: FEW_NSS,
+    keys: FEW_KEYS,
+    concentrated: true,
+};
+
 /// One of the alphabet's byte strings, printed as a literal.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Name(pub(crate) &'static [u8]);
@@ -75,6 +105,9 @@ pub(crate) enum After {
     Fixed(i64),
     /// An id the store returned earlier (the `n`-th, modulo how many) plus `delta`.
     Earlier(usize, i8),
+    /// An id the store returned earlier for the scanned log (the `n`-th, modulo
+    /// how many) plus `delta`.
+    EarlierInLog(usize, i8),
 }
 
 /// One operation of a generated sequence.
@@ -139,6 +172,26 @@ fn expected() -> BoxedStrategy<Expected> {
     .boxed()
 }
 
+fn small_val() -> BoxedStrategy<Val> {
+    prop_oneof![
+        6 => vec(any::<u8>(), 0..4).prop_map(Val::Bytes),
+        2 => Just(Val::Bytes(Vec::new())),
+        2 => vec(prop::sample::select(&[0u8, b'a'][..]), 1..3).prop_map(Val::Bytes),
+    ]
+    .boxed()
+}
+
+/// `after_id` for the concentrating test: mostly exactly an id already returned.
+fn returned_after() -> BoxedStrategy<After> {
+    prop_oneof![
+        2 => Just(After::Fixed(-1)),
+        8 => any::<usize>().prop_map(|n| After::EarlierInLog(n, 0)),
+        1 => any::<usize>().prop_map(|n| After::Earlier(n, 0)),
+        2 => (any::<usize>(), prop::sample::select(&[-1i8, 1][..])).prop_map(|(n, d)| After::EarlierInLog(n, d)),
+    ]
+    .boxed()
+}
+
 fn after() -> BoxedStrategy<After> {
     prop_oneof![
         3 => Just(After::Fixed(-1)),
@@ -188,8 +241,24 @@ fn advance() -> BoxedStrategy<Duration> {
     .boxed()
 }
 
-fn op(with_reopen: bool) -> BoxedStrategy<Op> {
-    let (s, n, k) = (|| name(SCOPES), || name(NSS), || name(KEYS));
+#[allow(clippy::too_many_lines)]
+type ValsAndAfters = (
+    fn() -> BoxedStrategy<Val>,
+    fn() -> BoxedStrategy<After>,
+    u32,
+);
+
+fn op(a: Alphabets, with_reopen: bool) -> BoxedStrategy<Op> {
+    let (s, n, k) = (
+        move || name(a.scopes),
+        move || name(a.nss),
+        move || name(a.keys),
+    );
+    let (val, after, batch): ValsAndAfters = if a.concentrated {
+        (small_val, returned_after, 6)
+    } else {
+        (val, after, 2)
+    };
     let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
         (8, (s(), k()).prop_map(|(s, k)| Op::Get(s, k)).boxed()),
         (
@@ -212,19 +281,19 @@ fn op(with_reopen: bool) -> BoxedStrategy<Op> {
                 .boxed(),
         ),
         (
-            2,
+            batch,
             (s(), n(), k(), vec(val(), 0..4))
                 .prop_map(|(s, n, k, v)| Op::AppendBatch(s, n, k, v))
                 .boxed(),
         ),
         (
-            2,
+            batch,
             (s(), vec((k(), val()), 0..4))
                 .prop_map(|(s, e)| Op::PutBatch(s, e))
                 .boxed(),
         ),
         (
-            8,
+            if a.concentrated { 12 } else { 8 },
             (s(), n(), k(), after(), limit())
                 .prop_map(|(s, n, k, a, l)| Op::Scan(s, n, k, a, l))
                 .boxed(),
@@ -248,7 +317,12 @@ fn op(with_reopen: bool) -> BoxedStrategy<Op> {
 
 /// Operation sequences for the property test.
 pub(crate) fn ops(with_reopen: bool) -> BoxedStrategy<Vec<Op>> {
-    vec(op(with_reopen), 1..=48).boxed()
+    vec(op(WIDE, with_reopen), 1..=48).boxed()
+}
+
+/// Operation sequences for the concentrating property test: longer, on few cells.
+pub(crate) fn concentrated_ops() -> BoxedStrategy<Vec<Op>> {
+    vec(op(FEW, false), 8..=64).boxed()
 }
 
 type LogKey = (Vec<u8>, Vec<u8>, Vec<u8>);
@@ -259,6 +333,7 @@ pub(crate) struct Ids {
     seen: HashSet<i64>,
     all: Vec<i64>,
     last_per_log: BTreeMap<LogKey, i64>,
+    per_log: BTreeMap<LogKey, Vec<i64>>,
 }
 
 impl Ids {
@@ -278,13 +353,19 @@ impl Ids {
             ));
         }
         self.last_per_log.insert(log.clone(), id);
+        self.per_log.entry(log.clone()).or_default().push(id);
         self.all.push(id);
         Ok(())
     }
 
-    fn resolve(&self, after: &After) -> i64 {
+    fn resolve(&self, after: &After, log: &LogKey) -> i64 {
         match after {
             After::Fixed(id) => *id,
+            After::EarlierInLog(n, delta) => self
+                .per_log
+                .get(log)
+                .and_then(|ids| ids.get(n % ids.len().max(1)))
+                .map_or(-1, |id| id.saturating_add(i64::from(*delta))),
             After::Earlier(n, delta) => self
                 .all
                 .get(n % self.all.len().max(1))
@@ -518,7 +599,7 @@ impl Model {
             Op::Scan(s, n, k, after, limit) => {
                 let log = Self::log_key(*s, *n, *k);
                 self.known_logs.insert(log.clone());
-                let after_id = self.ids.resolve(after);
+                let after_id = self.ids.resolve(after, &log);
                 let got = ok(
                     &format!("scan(after_id {after_id}, limit {limit})"),
                     store.scan(s.0, n.0, k.0, after_id, *limit),
@@ -679,6 +760,10 @@ fn run_case(run: &Run<'_>, ops: &[Op]) -> Result<(), String> {
 }
 
 fn run_model(run: &Run<'_>, with_reopen: bool, cases: u32) -> CheckResult {
+    run_model_on(run, &ops(with_reopen), cases)
+}
+
+fn run_model_on(run: &Run<'_>, strategy: &BoxedStrategy<Vec<Op>>, cases: u32) -> CheckResult {
     let persistence = run
         .settings
         .regressions
@@ -690,7 +775,7 @@ fn run_model(run: &Run<'_>, with_reopen: bool, cases: u32) -> CheckResult {
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    match runner.run(&ops(with_reopen), |ops| {
+    match runner.run(strategy, |ops| {
         run_case(run, &ops).map_err(TestCaseError::fail)
     }) {
         Ok(()) => Ok(Outcome::Passed),
@@ -719,4 +804,11 @@ pub(crate) fn model_matches_random_operations_across_reopens(run: &Run<'_>) -> C
     }
     drop(env);
     run_model(run, true, run.settings.model_cases().div_ceil(2))
+}
+
+/// Random sequences on one or two scopes and few keys and logs, so operations
+/// hit the same cells: scans after ids already returned, batch and single forms
+/// mixed on one log or key.
+pub(crate) fn model_matches_concentrated_operations(run: &Run<'_>) -> CheckResult {
+    run_model_on(run, &concentrated_ops(), run.settings.concentrated_cases())
 }

@@ -19,6 +19,7 @@ use vgi_storage_core::{FunctionStorage, ManualClock};
 
 use crate::concurrency::{check_popped, check_tail, increment, item, read_counter, tail_log};
 use crate::harness::{CheckResult, Env, Failure, OrFail, Outcome, Run, ensure, ensure_eq, retry};
+use crate::races::{PopEvent, judge_busy_drain, judge_pops};
 use crate::{Factory, Fixture};
 
 /// Set in a child process to the libtest name of the test it must act in.
@@ -27,6 +28,9 @@ const CHILD_DIR: &str = "VGI_STORAGE_CONFORMANCE_CHILD_DIR";
 const CHILD_NAME: &str = "VGI_STORAGE_CONFORMANCE_CHILD_NAME";
 const CHILD_ROLE: &str = "VGI_STORAGE_CONFORMANCE_CHILD_ROLE";
 const CHILD_INDEX: &str = "VGI_STORAGE_CONFORMANCE_CHILD_INDEX";
+const CHILD_BUSY_MICROS: &str = "VGI_STORAGE_CONFORMANCE_CHILD_BUSY_MICROS";
+/// The busy timeout the busy-queue checks ask the factory for.
+pub(crate) const SHORT_BUSY: Duration = Duration::from_millis(1);
 
 const CHILDREN: usize = 2;
 const QUEUE_ITEMS: usize = 1000;
@@ -39,6 +43,7 @@ enum Role {
     QueuePop,
     LogAppend,
     Cas,
+    BusyPop,
 }
 
 impl Role {
@@ -47,11 +52,12 @@ impl Role {
             Self::QueuePop => "queue-pop",
             Self::LogAppend => "log-append",
             Self::Cas => "cas",
+            Self::BusyPop => "busy-pop",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::QueuePop, Self::LogAppend, Self::Cas]
+        [Self::QueuePop, Self::LogAppend, Self::Cas, Self::BusyPop]
             .into_iter()
             .find(|r| r.as_str() == s)
     }
@@ -92,7 +98,13 @@ pub(crate) fn child_main(factory: &dyn Factory) -> Result<(), Failure> {
     let index: usize = var(CHILD_INDEX)?
         .parse()
         .map_err(|_| Failure::new("child index is not a number"))?;
-    let fx = Fixture::new(dir.clone(), name, ManualClock::starting_now(), true);
+    let mut fx = Fixture::new(dir.clone(), name, ManualClock::starting_now(), true);
+    if let Some(micros) = std::env::var(CHILD_BUSY_MICROS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        fx = fx.with_busy_timeout(Duration::from_micros(micros));
+    }
     let store = factory(&fx)
         .map_err(|e| Failure::storage("the factory opening the store in a child process", e))?;
     let st = &*store;
@@ -119,6 +131,16 @@ pub(crate) fn child_main(factory: &dyn Factory) -> Result<(), Failure> {
                 let value = format!("w{index}-{i}").into_bytes();
                 let id = retry(|| st.append(b"s", b"n", b"k", &value)).or_fail("append")?;
                 writeln!(out, "{id}").map_err(|_| Failure::new("cannot format"))?;
+            }
+        }
+        Role::BusyPop => {
+            for e in pop_with_wall_ticks(st)? {
+                let item = e.item.map_or_else(
+                    || "-".to_owned(),
+                    |i| String::from_utf8_lossy(&i).into_owned(),
+                );
+                writeln!(out, "{} {} {item}", e.began, e.returned)
+                    .map_err(|_| Failure::new("cannot format"))?;
             }
         }
         Role::Cas => {
@@ -170,6 +192,11 @@ impl Children {
                 .env(CHILD_NAME, fx.name())
                 .env(CHILD_ROLE, role.as_str())
                 .env(CHILD_INDEX, index.to_string())
+                .env(
+                    CHILD_BUSY_MICROS,
+                    fx.busy_timeout()
+                        .map_or_else(String::new, |t| t.as_micros().to_string()),
+                )
                 .stdout(log)
                 .stderr(log2)
                 .spawn()
@@ -371,5 +398,91 @@ pub(crate) fn cas_counter_loses_no_update_across_processes(run: &Run<'_>) -> Che
         distinct.len() == counts.len(),
         "two CAS updates in different processes both won from the same value"
     );
+    Ok(Outcome::Passed)
+}
+
+/// Wall-clock nanoseconds: one clock for every process on the host, to order
+/// pops of different processes (an order of events, not a timed assertion).
+fn wall_tick() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Pop `b"q"` until it answers empty, each pop stamped with wall ticks.
+fn pop_with_wall_ticks(st: &dyn FunctionStorage) -> Result<Vec<PopEvent>, Failure> {
+    let start = Instant::now();
+    let mut events = Vec::new();
+    loop {
+        let began = wall_tick();
+        let item = retry(|| st.queue_pop(b"q")).or_fail("queue_pop")?;
+        let returned = wall_tick();
+        let empty = item.is_none();
+        events.push(PopEvent {
+            began,
+            returned,
+            item,
+        });
+        ensure!(
+            events.len() <= BUSY_ITEMS + 1,
+            "more items were popped than the {BUSY_ITEMS} pushed"
+        );
+        if empty {
+            return Ok(events);
+        }
+        ensure!(
+            start.elapsed() < CHILD_TIMEOUT,
+            "draining the queue did not finish"
+        );
+    }
+}
+
+const BUSY_ITEMS: usize = 2000;
+
+pub(crate) fn a_busy_queue_never_answers_empty_across_processes(run: &Run<'_>) -> CheckResult {
+    let scratch = run.scratch()?;
+    let fx = scratch.fx.clone().with_busy_timeout(SHORT_BUSY);
+    let store = run.open(&fx)?;
+    let env = Env { scratch, store };
+    let test_name = match test_name(run, &env) {
+        Ok(name) => name,
+        Err(skip) => return Ok(skip),
+    };
+    let st = &*env.store;
+    let pushes: Vec<Vec<Vec<u8>>> = (0..BUSY_ITEMS / 100)
+        .map(|p| (0..100).map(|j| item(p * 100 + j)).collect())
+        .collect();
+    for p in &pushes {
+        st.queue_push(b"q", p).or_fail("queue_push")?;
+    }
+    let children = Children::spawn(&test_name, &fx, Role::BusyPop)?;
+    let mut pops = pop_with_wall_ticks(st)?;
+    for (index, out) in children.wait()?.iter().enumerate() {
+        for line in out.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let mut tick = || parts.next().and_then(|t| t.parse::<u64>().ok());
+            let (Some(began), Some(returned)) = (tick(), tick()) else {
+                return Err(Failure::new(format!(
+                    "child {index} reported a bad pop: {line}"
+                )));
+            };
+            let item = match parts.next() {
+                Some("-") => None,
+                Some(i) => Some(i.as_bytes().to_vec()),
+                None => {
+                    return Err(Failure::new(format!(
+                        "child {index} reported a bad pop: {line}"
+                    )));
+                }
+            };
+            pops.push(PopEvent {
+                began,
+                returned,
+                item,
+            });
+        }
+    }
+    judge_busy_drain(BUSY_ITEMS, &pops)?;
+    judge_pops(&pushes, &pops)?;
     Ok(Outcome::Passed)
 }

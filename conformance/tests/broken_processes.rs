@@ -14,10 +14,12 @@ use vgi_storage_sqlite::SqliteStorage;
 
 fn broken_sqlite(fault: Fault) -> impl Fn(&Fixture) -> Result<SharedStorage> + Sync {
     move |fx: &Fixture| {
-        let sqlite = SqliteStorage::builder(fx.path("state.db"))
-            .clock(fx.clock())
-            .open()?;
-        Ok(Arc::new(Broken::new(Arc::new(sqlite), fault)) as SharedStorage)
+        let mut builder = SqliteStorage::builder(fx.path("state.db")).clock(fx.clock());
+        if let Some(timeout) = fx.busy_timeout() {
+            builder = builder.busy_timeout(timeout);
+        }
+        let sqlite = builder.open()?;
+        Ok(Arc::new(Broken::on_fixture(Arc::new(sqlite), fault, fx)) as SharedStorage)
     }
 }
 
@@ -55,6 +57,15 @@ fn a_scan_out_of_order_is_caught_across_processes() {
     );
 }
 
+#[test]
+fn a_busy_pop_that_says_empty_is_caught_across_processes() {
+    assert_caught(
+        "a_busy_queue_never_answers_empty_across_processes",
+        "a_busy_pop_that_says_empty_is_caught_across_processes",
+        Fault::BusyPopSaysEmpty,
+    );
+}
+
 /// The same checks pass the unbroken backend, so the failures above come from the faults.
 #[test]
 fn the_unbroken_backend_passes_the_cross_process_checks() {
@@ -69,6 +80,7 @@ fn the_unbroken_backend_passes_the_cross_process_checks() {
         "cas_counter_loses_no_update_across_processes",
         "queue_pop_is_exactly_once_across_processes",
         "log_tail_sees_every_entry_in_order_across_processes",
+        "a_busy_queue_never_answers_empty_across_processes",
     ] {
         let outcome = run_in_test(
             check,

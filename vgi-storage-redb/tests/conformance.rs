@@ -9,11 +9,12 @@ use vgi_storage_redb::RedbStorage;
 fn open(fx: &Fixture) -> Result<SharedStorage> {
     // All of the store is in files under the fixture's directory: the fault checks run.
     fx.declare_file_backed();
-    Ok(Arc::new(
-        RedbStorage::builder(fx.path("state.redb"))
-            .clock(fx.clock())
-            .open()?,
-    ))
+    let mut builder = RedbStorage::builder(fx.path("state.redb")).clock(fx.clock());
+    // A check that asks for a short wait on a held lock gets it.
+    if let Some(timeout) = fx.busy_timeout() {
+        builder = builder.busy_timeout(timeout);
+    }
+    Ok(Arc::new(builder.open()?))
 }
 
 vgi_storage_conformance::conformance_suite!(open);

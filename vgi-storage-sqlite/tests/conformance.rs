@@ -7,14 +7,16 @@ use vgi_storage_conformance::Fixture;
 use vgi_storage_core::{Result, SharedStorage};
 use vgi_storage_sqlite::SqliteStorage;
 
+/// The store on the fixture's file and clock, with the fixture's busy timeout
+/// when a check asks for a short one.
 fn open(fx: &Fixture) -> Result<SharedStorage> {
     // All of the store is in files under the fixture's directory: the fault checks run.
     fx.declare_file_backed();
-    Ok(Arc::new(
-        SqliteStorage::builder(fx.path("state.db"))
-            .clock(fx.clock())
-            .open()?,
-    ))
+    let mut builder = SqliteStorage::builder(fx.path("state.db")).clock(fx.clock());
+    if let Some(timeout) = fx.busy_timeout() {
+        builder = builder.busy_timeout(timeout);
+    }
+    Ok(Arc::new(builder.open()?))
 }
 
 vgi_storage_conformance::conformance_suite!(open);

@@ -8,15 +8,17 @@
 pub mod tiny;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tiny::TinyStorage;
 use vgi_storage_conformance::Fixture;
 use vgi_storage_core::{
-    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedStorage,
-    StorageError,
+    Capabilities, ErrorKind, FunctionStorage, GcReport, LogEntry, Result, SharedClock,
+    SharedStorage, StorageError, check_name_len, check_value_len, gc_cutoff_millis,
 };
 
 /// The tiny backend, fresh per fixture.
@@ -81,7 +83,47 @@ pub enum Fault {
     GcRemovesFreshScopes,
     /// CAS is a get and then a put: two racers can both win.
     LosesCasRaces,
+    /// `scan` returns at most 1000 entries, whatever the limit (a page cap).
+    CapsScansAt1000,
+    /// `gc` removes at most 1000 scopes per call.
+    GcRemovesAtMost1000,
+    /// A push of more than 1000 items keeps only the first 1000.
+    CapsPushesAt1000,
+    /// Names are cut to 32 KiB before they reach the store.
+    CutsNamesAt32Kib,
+    /// Values longer than 16 MiB are cut to 16 MiB.
+    CutsValuesAt16Mib,
+    /// Declares a value limit one byte below the store's and enforces it in every
+    /// write form but `queue_push`.
+    QueuePushIgnoresTheLimit,
+    /// CAS compares `unwrap_or_default()` of current and expected: empty equals absent.
+    CasTakesEmptyForAbsent,
+    /// `clear` of the empty scope does nothing.
+    ClearIgnoresTheEmptyScope,
+    /// Names pass through a lossy UTF-8 conversion before they reach the store.
+    LossyNames,
+    /// CAS compares only the first 1 KiB of the values.
+    CasComparesAPrefix,
+    /// A scan whose `after_id` is the id of an entry skips the entry after it too.
+    ScanSkipsOneAfterAnExistingId,
+    /// `kv_put` deletes the old value and then inserts the new one, in two steps.
+    PutDeletesThenInserts,
+    /// `append` and `append_batch` reserve ids first and insert later, so a later
+    /// id can become visible before an earlier one.
+    ReservesIdsBeforeInserting,
+    /// `queue_push` pushes its items one by one.
+    PushesOneAtATime,
+    /// `gc` lists the stale scopes, then removes them without checking again.
+    GcRemovesWithoutRechecking,
+    /// `clear` returns at once and removes the data a moment later.
+    ClearReturnsBeforeItIsDone,
+    /// `queue_pop` answers "empty" when another pop holds the store's lock.
+    BusyPopSaysEmpty,
 }
+
+type Bytes = Vec<u8>;
+/// One log of [`Fault::ReservesIdsBeforeInserting`], by id.
+type IdLog = BTreeMap<i64, Bytes>;
 
 /// A correct store wrapped to break one promise.
 pub struct Broken {
@@ -89,6 +131,14 @@ pub struct Broken {
     fault: Fault,
     /// For [`Fault::ReusesIdsAfterClear`]: the next id handed out, and each real id's fake.
     ids: Mutex<(i64, HashMap<i64, i64>)>,
+    /// For the gc faults: the store's clock and each scope's last write.
+    clock: Option<SharedClock>,
+    stamps: Mutex<BTreeMap<Bytes, i64>>,
+    /// For [`Fault::ReservesIdsBeforeInserting`]: the next id, and the logs.
+    next_id: AtomicI64,
+    logs: Mutex<BTreeMap<(Bytes, Bytes, Bytes), IdLog>>,
+    /// For [`Fault::BusyPopSaysEmpty`]: the lock file every pop takes (across threads and processes).
+    lock_path: Option<PathBuf>,
 }
 
 impl Broken {
@@ -97,7 +147,67 @@ impl Broken {
             inner,
             fault,
             ids: Mutex::new((0, HashMap::new())),
+            clock: None,
+            stamps: Mutex::new(BTreeMap::new()),
+            next_id: AtomicI64::new(0),
+            logs: Mutex::new(BTreeMap::new()),
+            lock_path: None,
         }
+    }
+
+    /// The wrapper on a fixture: it keeps the fixture's clock (for its own gc)
+    /// and a lock file in the fixture's directory (for its "busy" pops).
+    pub fn on_fixture(inner: SharedStorage, fault: Fault, fx: &Fixture) -> Self {
+        Self {
+            clock: Some(fx.clock()),
+            lock_path: Some(fx.path("broken-busy.lock")),
+            ..Self::new(inner, fault)
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.as_ref().map_or(0, |c| c.now_millis())
+    }
+
+    /// Remember a write to `scope` for the wrapper's own gc.
+    fn stamp(&self, scope: &[u8]) {
+        if self.clock.is_some() {
+            let now = self.now();
+            lock(&self.stamps).insert(scope.to_vec(), now);
+        }
+    }
+
+    fn name<'a>(&self, name: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self.fault {
+            Fault::CutsNamesAt32Kib => {
+                std::borrow::Cow::Borrowed(&name[..name.len().min(32 << 10)])
+            }
+            Fault::LossyNames => {
+                std::borrow::Cow::Owned(String::from_utf8_lossy(name).into_owned().into_bytes())
+            }
+            _ => std::borrow::Cow::Borrowed(name),
+        }
+    }
+
+    fn value<'a>(&self, value: &'a [u8]) -> &'a [u8] {
+        if self.fault == Fault::CutsValuesAt16Mib {
+            &value[..value.len().min(16 << 20)]
+        } else {
+            value
+        }
+    }
+
+    /// For [`Fault::QueuePushIgnoresTheLimit`]: the limit it declares and enforces elsewhere.
+    fn check_len(&self, len: usize) -> Result<()> {
+        if self.fault == Fault::QueuePushIgnoresTheLimit {
+            check_value_len("broken", self.capabilities().max_value_len, len)?;
+        }
+        Ok(())
+    }
+
+    /// A pause that widens the window a racy implementation leaves open.
+    fn pause() {
+        std::thread::sleep(Duration::from_micros(200));
     }
 
     fn fake_id(&self, real: i64) -> i64 {
@@ -109,9 +219,20 @@ impl Broken {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A factory for the tiny backend broken by `fault`.
 pub fn broken(fault: Fault) -> impl Fn(&Fixture) -> Result<SharedStorage> + Sync {
-    move |fx: &Fixture| Ok(Arc::new(Broken::new(open_tiny(fx)?, fault)) as SharedStorage)
+    move |fx: &Fixture| {
+        let inner = if fault == Fault::QueuePushIgnoresTheLimit {
+            open_tiny_limited(fx)?
+        } else {
+            open_tiny(fx)?
+        };
+        Ok(Arc::new(Broken::on_fixture(inner, fault, fx)) as SharedStorage)
+    }
 }
 
 impl FunctionStorage for Broken {
@@ -120,19 +241,32 @@ impl FunctionStorage for Broken {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let caps = self.inner.capabilities();
+        if self.fault == Fault::QueuePushIgnoresTheLimit {
+            caps.with_max_value_len(caps.max_value_len - 1)
+        } else {
+            caps
+        }
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.kv_get(scope, key)
+        self.inner.kv_get(&self.name(scope), &self.name(key))
     }
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
-        self.inner.kv_put(scope, key, value)
+        self.check_len(value.len())?;
+        let (scope, key) = (self.name(scope), self.name(key));
+        if self.fault == Fault::PutDeletesThenInserts {
+            self.inner.kv_del(&scope, &key)?;
+            Self::pause();
+        }
+        self.inner.kv_put(&scope, &key, self.value(value))?;
+        self.stamp(&scope);
+        Ok(())
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        self.inner.kv_del(scope, key)
+        self.inner.kv_del(&self.name(scope), &self.name(key))
     }
 
     fn kv_compare_and_swap(
@@ -142,26 +276,56 @@ impl FunctionStorage for Broken {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool> {
-        if self.fault != Fault::LosesCasRaces {
-            return self.inner.kv_compare_and_swap(scope, key, expected, new);
-        }
-        if self.inner.kv_get(scope, key)?.as_deref() != expected {
-            return Ok(false);
-        }
-        // The window a real get-then-put leaves open, widened a little.
-        std::thread::yield_now();
         if let Some(v) = new {
-            self.inner.kv_put(scope, key, v)?;
-        } else {
-            self.inner.kv_del(scope, key)?;
-            // Keep the stamp a successful CAS gives, so only atomicity is broken.
-            self.inner.kv_compare_and_swap(scope, key, None, None)?;
+            self.check_len(v.len())?;
         }
-        Ok(true)
+        let (scope, key) = (self.name(scope), self.name(key));
+        let new = new.map(|v| self.value(v));
+        let won = match self.fault {
+            Fault::LosesCasRaces | Fault::CasTakesEmptyForAbsent | Fault::CasComparesAPrefix => {
+                let current = self.inner.kv_get(&scope, &key)?;
+                let matches = match self.fault {
+                    Fault::CasTakesEmptyForAbsent => {
+                        current.unwrap_or_default() == expected.unwrap_or_default()
+                    }
+                    Fault::CasComparesAPrefix => match (current.as_deref(), expected) {
+                        (Some(c), Some(e)) => c[..c.len().min(1024)] == e[..e.len().min(1024)],
+                        (c, e) => c == e,
+                    },
+                    _ => current.as_deref() == expected,
+                };
+                if !matches {
+                    return Ok(false);
+                }
+                // The window a real get-then-put leaves open, widened a little.
+                std::thread::yield_now();
+                if let Some(v) = new {
+                    self.inner.kv_put(&scope, &key, v)?;
+                } else {
+                    self.inner.kv_del(&scope, &key)?;
+                    // Keep the stamp a successful CAS gives, so only atomicity is broken.
+                    self.inner.kv_compare_and_swap(&scope, &key, None, None)?;
+                }
+                true
+            }
+            _ => self
+                .inner
+                .kv_compare_and_swap(&scope, &key, expected, new)?,
+        };
+        if won {
+            self.stamp(&scope);
+        }
+        Ok(won)
     }
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
-        let real = self.inner.append(scope, ns, key, value)?;
+        self.check_len(value.len())?;
+        let (scope, ns, key) = (self.name(scope), self.name(ns), self.name(key));
+        if self.fault == Fault::ReservesIdsBeforeInserting {
+            return Ok(self.reserve_and_insert(&scope, &ns, &key, &[value.to_vec()])[0]);
+        }
+        let real = self.inner.append(&scope, &ns, &key, self.value(value))?;
+        self.stamp(&scope);
         Ok(if self.fault == Fault::ReusesIdsAfterClear {
             self.fake_id(real)
         } else {
@@ -176,7 +340,16 @@ impl FunctionStorage for Broken {
         key: &[u8],
         values: &[Vec<u8>],
     ) -> Result<Vec<i64>> {
-        let real = self.inner.append_batch(scope, ns, key, values)?;
+        values.iter().try_for_each(|v| self.check_len(v.len()))?;
+        let (scope, ns, key) = (self.name(scope), self.name(ns), self.name(key));
+        if self.fault == Fault::ReservesIdsBeforeInserting {
+            return Ok(self.reserve_and_insert(&scope, &ns, &key, values));
+        }
+        let values: Vec<Vec<u8>> = values.iter().map(|v| self.value(v).to_vec()).collect();
+        let real = self.inner.append_batch(&scope, &ns, &key, &values)?;
+        if !values.is_empty() {
+            self.stamp(&scope);
+        }
         Ok(if self.fault == Fault::ReusesIdsAfterClear {
             real.into_iter().map(|id| self.fake_id(id)).collect()
         } else {
@@ -185,7 +358,19 @@ impl FunctionStorage for Broken {
     }
 
     fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        self.inner.kv_put_batch(scope, entries)
+        entries
+            .iter()
+            .try_for_each(|(_, v)| self.check_len(v.len()))?;
+        let scope = self.name(scope);
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (self.name(k).into_owned(), self.value(v).to_vec()))
+            .collect();
+        self.inner.kv_put_batch(&scope, &entries)?;
+        if !entries.is_empty() {
+            self.stamp(&scope);
+        }
+        Ok(())
     }
 
     fn scan(
@@ -196,6 +381,8 @@ impl FunctionStorage for Broken {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<LogEntry>> {
+        let (scope, ns, key) = (self.name(scope), self.name(ns), self.name(key));
+        let (scope, ns, key) = (&scope[..], &ns[..], &key[..]);
         match self.fault {
             Fault::ScansOutOfOrder => {
                 let mut entries = self.inner.scan(scope, ns, key, after_id, limit)?;
@@ -204,9 +391,35 @@ impl FunctionStorage for Broken {
                 }
                 Ok(entries)
             }
+            Fault::CapsScansAt1000 => self.inner.scan(scope, ns, key, after_id, limit.min(1000)),
+            Fault::ScanSkipsOneAfterAnExistingId => {
+                let all = self.inner.scan(scope, ns, key, -1, usize::MAX)?;
+                let skip = usize::from(all.iter().any(|e| e.id == after_id));
+                Ok(all
+                    .into_iter()
+                    .filter(|e| e.id > after_id)
+                    .skip(skip)
+                    .take(limit)
+                    .collect())
+            }
+            Fault::ReservesIdsBeforeInserting => {
+                let logs = lock(&self.logs);
+                Ok(logs
+                    .get(&(scope.to_vec(), ns.to_vec(), key.to_vec()))
+                    .map(|log| {
+                        log.range(after_id.saturating_add(1)..)
+                            .take(limit)
+                            .map(|(id, v)| LogEntry {
+                                id: *id,
+                                value: v.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
             Fault::ReusesIdsAfterClear => {
                 let all = self.inner.scan(scope, ns, key, -1, usize::MAX)?;
-                let ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+                let ids = lock(&self.ids);
                 Ok(all
                     .into_iter()
                     .map(|e| LogEntry {
@@ -222,30 +435,259 @@ impl FunctionStorage for Broken {
     }
 
     fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
-        if self.fault == Fault::DropsAPushedItem && items.len() >= 2 {
-            let mut kept = items.to_vec();
-            kept.remove(1);
-            return self.inner.queue_push(scope, &kept);
+        let scope = self.name(scope);
+        let items: Vec<Vec<u8>> = items.iter().map(|v| self.value(v).to_vec()).collect();
+        match self.fault {
+            Fault::DropsAPushedItem if items.len() >= 2 => {
+                let mut kept = items.clone();
+                kept.remove(1);
+                self.inner.queue_push(&scope, &kept)?;
+            }
+            Fault::CapsPushesAt1000 => {
+                self.inner
+                    .queue_push(&scope, &items[..items.len().min(1000)])?;
+            }
+            Fault::PushesOneAtATime => {
+                for item in &items {
+                    self.inner.queue_push(&scope, std::slice::from_ref(item))?;
+                    Self::pause();
+                }
+            }
+            _ => self.inner.queue_push(&scope, &items)?,
         }
-        self.inner.queue_push(scope, items)
+        if !items.is_empty() {
+            self.stamp(&scope);
+        }
+        Ok(())
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.queue_pop(scope)
+        let scope = self.name(scope);
+        if let (Fault::BusyPopSaysEmpty, Some(path)) = (self.fault, &self.lock_path) {
+            {
+                let io = |e: std::io::Error| {
+                    StorageError::operation("broken", "queue_pop", ErrorKind::Io, "lock file", e)
+                };
+                let file = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(io)?;
+                // The bug: a store that finds its lock taken says "empty" instead of Err(Busy).
+                if file.try_lock().is_err() {
+                    return Ok(None);
+                }
+                let item = self.inner.queue_pop(&scope);
+                // Hold the lock a moment, as a commit would.
+                Self::pause();
+                drop(file);
+                return item;
+            }
+        }
+        self.inner.queue_pop(&scope)
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
-        self.inner.clear(scope)?;
+        let scope = self.name(scope);
+        match self.fault {
+            Fault::ClearIgnoresTheEmptyScope if scope.is_empty() => return Ok(()),
+            Fault::ClearReturnsBeforeItIsDone => {
+                let inner = Arc::clone(&self.inner);
+                let scope = scope.into_owned();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(5));
+                    let _ = inner.clear(&scope);
+                });
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.inner.clear(&scope)?;
+        lock(&self.stamps).remove(&scope[..]);
         if self.fault == Fault::ReusesIdsAfterClear {
-            self.ids.lock().unwrap_or_else(PoisonError::into_inner).0 = 0;
+            lock(&self.ids).0 = 0;
         }
         Ok(())
     }
 
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
-        if self.fault == Fault::GcRemovesFreshScopes {
-            return self.inner.gc(Duration::from_millis(ttl.as_secs()));
+        match self.fault {
+            Fault::GcRemovesFreshScopes => self.inner.gc(Duration::from_millis(ttl.as_secs())),
+            Fault::GcRemovesAtMost1000 | Fault::GcRemovesWithoutRechecking => {
+                let cutoff = gc_cutoff_millis(self.now(), ttl);
+                let stale: Vec<Bytes> = lock(&self.stamps)
+                    .iter()
+                    .filter(|(_, t)| cutoff.is_some_and(|c| **t < c))
+                    .map(|(s, _)| s.clone())
+                    .take(if self.fault == Fault::GcRemovesAtMost1000 {
+                        1000
+                    } else {
+                        usize::MAX
+                    })
+                    .collect();
+                if self.fault == Fault::GcRemovesWithoutRechecking && !stale.is_empty() {
+                    // The bug: writes landing now are removed with the scope below.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                for s in &stale {
+                    self.inner.clear(s)?;
+                    lock(&self.stamps).remove(s);
+                }
+                Ok(GcReport { scopes: stale })
+            }
+            _ => self.inner.gc(ttl),
         }
+    }
+}
+
+impl Broken {
+    /// For [`Fault::ReservesIdsBeforeInserting`]: take ids now, insert after a
+    /// pause (longer for batches), so ids become visible out of order.
+    fn reserve_and_insert(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Vec<i64> {
+        let n = i64::try_from(values.len()).unwrap_or(i64::MAX);
+        let first = self.next_id.fetch_add(n, Ordering::SeqCst);
+        if values.len() > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut logs = lock(&self.logs);
+        let log = logs
+            .entry((scope.to_vec(), ns.to_vec(), key.to_vec()))
+            .or_default();
+        (first..first + n)
+            .zip(values)
+            .map(|(id, v)| {
+                log.insert(id, v.clone());
+                id
+            })
+            .collect()
+    }
+}
+
+/// A correct wrapper that declares a name limit and refuses longer names in
+/// every method; with `check_batches` false it forgets the batch forms (broken).
+pub struct NameLimit {
+    pub inner: SharedStorage,
+    pub max: usize,
+    pub check_batches: bool,
+}
+
+/// A factory for the tiny backend behind a [`NameLimit`] of 1 KiB.
+pub fn name_limited(check_batches: bool) -> impl Fn(&Fixture) -> Result<SharedStorage> + Sync {
+    move |fx: &Fixture| {
+        Ok(Arc::new(NameLimit {
+            inner: open_tiny(fx)?,
+            max: 1024,
+            check_batches,
+        }) as SharedStorage)
+    }
+}
+
+impl NameLimit {
+    fn check(&self, names: &[(&'static str, &[u8])]) -> Result<()> {
+        names
+            .iter()
+            .try_for_each(|(what, n)| check_name_len("name-limited", self.max, what, n.len()))
+    }
+}
+
+impl FunctionStorage for NameLimit {
+    fn name(&self) -> &'static str {
+        "name-limited"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities().with_max_key_len(self.max)
+    }
+
+    fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check(&[("scope", scope), ("key", key)])?;
+        self.inner.kv_get(scope, key)
+    }
+
+    fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
+        self.check(&[("scope", scope), ("key", key)])?;
+        self.inner.kv_put(scope, key, value)
+    }
+
+    fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
+        self.check(&[("scope", scope), ("key", key)])?;
+        self.inner.kv_del(scope, key)
+    }
+
+    fn kv_compare_and_swap(
+        &self,
+        scope: &[u8],
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.check(&[("scope", scope), ("key", key)])?;
+        self.inner.kv_compare_and_swap(scope, key, expected, new)
+    }
+
+    fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
+        self.check(&[("scope", scope), ("namespace", ns), ("key", key)])?;
+        self.inner.append(scope, ns, key, value)
+    }
+
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if self.check_batches {
+            self.check(&[("scope", scope), ("namespace", ns), ("key", key)])?;
+        }
+        self.inner.append_batch(scope, ns, key, values)
+    }
+
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if self.check_batches {
+            self.check(&[("scope", scope)])?;
+            entries
+                .iter()
+                .try_for_each(|(k, _)| self.check(&[("key", k)]))?;
+        }
+        self.inner.kv_put_batch(scope, entries)
+    }
+
+    fn scan(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        self.check(&[("scope", scope), ("namespace", ns), ("key", key)])?;
+        self.inner.scan(scope, ns, key, after_id, limit)
+    }
+
+    fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
+        self.check(&[("scope", scope)])?;
+        self.inner.queue_push(scope, items)
+    }
+
+    fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check(&[("scope", scope)])?;
+        self.inner.queue_pop(scope)
+    }
+
+    fn clear(&self, scope: &[u8]) -> Result<()> {
+        self.check(&[("scope", scope)])?;
+        self.inner.clear(scope)
+    }
+
+    fn gc(&self, ttl: Duration) -> Result<GcReport> {
         self.inner.gc(ttl)
     }
 
