@@ -1,20 +1,19 @@
 //! [`MemoryStorage`]: the store itself.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use foldhash::HashMap;
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, Result, SharedClock, check_value_len,
     gc_cutoff_millis, system_clock,
 };
 
 use crate::error::ids_exhausted;
-use crate::scope::{ScopeState, Slot, lock};
+use crate::scope::{Log, ScopeState, Slot, lock};
 
 /// The store's name in errors and [`FunctionStorage::name`].
 const NAME: &str = "memory";
@@ -29,12 +28,21 @@ const CAPABILITIES: Capabilities = Capabilities::new()
 /// The first log id a new store hands out.
 const FIRST_ID: i64 = 1;
 
+/// Shards of the scope map. More than dashmap's default (four per core) so
+/// that threads creating or removing different scopes rarely meet on a shard
+/// on small machines.
+const SHARDS: usize = 64;
+
+/// `scope -> slot`, hashed with a seeded fast hasher (SipHash was a large
+/// share of a small call's cost).
+type Scopes = DashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+
 /// An in-process [`FunctionStorage`] for tests and single-process workers.
 ///
 /// Each scope's data sits behind its own lock, found through a [`DashMap`], so
 /// threads working on different scopes do not wait for each other, and each
 /// operation costs what it touches: `clear` the size of its scope, `scan`
-/// `O(log n + returned)`, `queue_pop` `O(1)`. Nothing is durable and nothing is
+/// `O(log n + returned)` (a binary search in the log's id-ordered entries), `queue_pop` `O(1)`. Nothing is durable and nothing is
 /// shared with other processes; share one store between threads as an
 /// `Arc<MemoryStorage>` or a [`SharedStorage`](vgi_storage_core::SharedStorage).
 ///
@@ -56,7 +64,7 @@ pub struct MemoryStorage {
     /// Lock order: a scope's lock may be held while taking a shard lock (to
     /// remove the slot), never the other way round, and no thread holds two
     /// scope locks or two shard guards at once.
-    scopes: DashMap<Vec<u8>, Slot>,
+    scopes: Scopes,
     /// The next log id, shared by every log so ids are unique per store. Ids
     /// are taken while holding the scope's lock, so within one log they
     /// increase in the order entries become visible.
@@ -77,7 +85,10 @@ impl MemoryStorage {
     #[must_use]
     pub fn with_clock(clock: SharedClock) -> Self {
         Self {
-            scopes: DashMap::new(),
+            scopes: DashMap::with_hasher_and_shard_amount(
+                foldhash::fast::RandomState::default(),
+                SHARDS,
+            ),
             next_id: AtomicI64::new(FIRST_ID),
             clock,
         }
@@ -219,7 +230,7 @@ fn compare_and_swap(
     }
     match new {
         Some(value) => {
-            state.kv.insert(key.to_vec(), value.to_vec());
+            put_value(state, key, value.to_vec());
         }
         None => {
             state.kv.remove(key);
@@ -227,6 +238,15 @@ fn compare_and_swap(
     }
     state.stamp = Some(now);
     true
+}
+
+/// Set `key` to `value` in `state`, copying the key only when it is new.
+/// Returns the replaced value, to be freed after the lock is released.
+fn put_value(state: &mut ScopeState, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
+    match state.kv.get_mut(key) {
+        Some(slot) => Some(std::mem::replace(slot, value)),
+        None => state.kv.insert(key.to_vec(), value),
+    }
 }
 
 impl FunctionStorage for MemoryStorage {
@@ -246,11 +266,11 @@ impl FunctionStorage for MemoryStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         Self::check_len(value.len())?;
-        let (key, value) = (key.to_vec(), value.to_vec());
+        let value = value.to_vec();
         // The replaced value is returned so it is freed after the lock is released.
         let _old = self.write(scope, |state, now| {
             state.stamp = Some(now);
-            Ok(state.kv.insert(key, value))
+            Ok(put_value(state, key, value))
         })?;
         Ok(())
     }
@@ -304,10 +324,10 @@ impl FunctionStorage for MemoryStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         Self::check_len(value.len())?;
-        let (ns, key, value) = (ns.to_vec(), key.to_vec(), value.to_vec());
+        let value = value.to_vec();
         self.write(scope, |state, now| {
             let id = self.alloc_ids("append", 1)?;
-            log_mut(state, ns, key).insert(id, value);
+            push_entries(state, ns, key, std::iter::once(LogEntry { id, value }));
             state.stamp = Some(now);
             Ok(id)
         })
@@ -326,18 +346,16 @@ impl FunctionStorage for MemoryStorage {
         values
             .iter()
             .try_for_each(|value| Self::check_len(value.len()))?;
-        let (ns, key, values) = (ns.to_vec(), key.to_vec(), values.to_vec());
-        self.write(scope, |state, now| {
-            let first = self.alloc_ids("append_batch", values.len())?;
-            let log = log_mut(state, ns, key);
-            let ids = (first..).zip(values).map(|(id, value)| {
-                log.insert(id, value);
-                id
-            });
-            let ids = ids.collect();
+        let values = values.to_vec();
+        let n = values.len();
+        let first = self.write(scope, |state, now| {
+            let first = self.alloc_ids("append_batch", n)?;
+            let entries = (first..).zip(values).map(|(id, value)| LogEntry { id, value });
+            push_entries(state, ns, key, entries);
             state.stamp = Some(now);
-            Ok(ids)
-        })
+            Ok(first)
+        })?;
+        Ok((first..).take(n).collect())
     }
 
     fn scan(
@@ -355,12 +373,12 @@ impl FunctionStorage for MemoryStorage {
             let Some(log) = state.logs.get(ns).and_then(|logs| logs.get(key)) else {
                 return Vec::new();
             };
-            log.range((Bound::Excluded(after_id), Bound::Unbounded))
+            let from = log.partition_point(|entry| entry.id <= after_id);
+            log.get(from..)
+                .unwrap_or_default()
+                .iter()
                 .take(limit)
-                .map(|(id, value)| LogEntry {
-                    id: *id,
-                    value: value.clone(),
-                })
+                .cloned()
                 .collect()
         });
         Ok(entries.unwrap_or_default())
@@ -431,10 +449,27 @@ impl FunctionStorage for MemoryStorage {
     }
 }
 
-/// The log `(ns, key)` of `state`, made empty if missing. Takes owned names,
-/// built by the caller before it took the lock.
-fn log_mut(state: &mut ScopeState, ns: Vec<u8>, key: Vec<u8>) -> &mut BTreeMap<i64, Vec<u8>> {
-    state.logs.entry(ns).or_default().entry(key).or_default()
+/// Append `entries` (ids increasing, above every id already in it) to the log
+/// `(ns, key)` of `state`, making the log if missing. Names are copied only
+/// for a new log.
+fn push_entries(
+    state: &mut ScopeState,
+    ns: &[u8],
+    key: &[u8],
+    entries: impl Iterator<Item = LogEntry>,
+) {
+    let Some(logs) = state.logs.get_mut(ns) else {
+        let log: Log = entries.collect();
+        let logs = HashMap::from_iter([(key.to_vec(), log)]);
+        state.logs.insert(ns.to_vec(), logs);
+        return;
+    };
+    match logs.get_mut(key) {
+        Some(log) => log.extend(entries),
+        None => {
+            logs.insert(key.to_vec(), entries.collect());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -566,6 +601,24 @@ mod tests {
         assert_eq!(store.kv_get(b"s", b"k")?, Some(b"2".to_vec()));
         let live = store.slot(b"s");
         assert!(matches!((&stale, &live), (Some(a), Some(b)) if !Arc::ptr_eq(a, b)));
+        Ok(())
+    }
+
+    /// Logs became id-ordered vectors searched by binary search: a scan must
+    /// still start strictly after its cursor and stop at its limit.
+    #[test]
+    fn scans_start_after_the_cursor_and_stop_at_the_limit() -> Result<()> {
+        let store = MemoryStorage::new();
+        let values: Vec<Vec<u8>> = (0..5_u8).map(|i| vec![i]).collect();
+        let ids = store.append_batch(b"s", b"n", b"k", &values)?;
+        let id = store.append(b"s", b"n", b"k", b"last")?;
+        assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[4] < id);
+        let page = store.scan(b"s", b"n", b"k", ids[1], 2)?;
+        let got: Vec<i64> = page.iter().map(|e| e.id).collect();
+        assert_eq!(got, ids[2..4].to_vec());
+        assert_eq!(store.scan(b"s", b"n", b"k", ids[4], 10)?.len(), 1);
+        assert!(store.scan(b"s", b"n", b"k", id, 10)?.is_empty());
+        assert!(store.scan(b"s", b"n", b"other", -1, 10)?.is_empty());
         Ok(())
     }
 }
