@@ -350,7 +350,9 @@ impl FunctionStorage for MemoryStorage {
         let n = values.len();
         let first = self.write(scope, |state, now| {
             let first = self.alloc_ids("append_batch", n)?;
-            let entries = (first..).zip(values).map(|(id, value)| LogEntry { id, value });
+            let entries = (first..)
+                .zip(values)
+                .map(|(id, value)| LogEntry { id, value });
             push_entries(state, ns, key, entries);
             state.stamp = Some(now);
             Ok(first)

@@ -61,10 +61,7 @@ impl FunctionStorage for NaiveMap {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .lock()
-            .get(scope)
-            .and_then(|s| s.kv.get(key).cloned()))
+        Ok(self.lock().get(scope).and_then(|s| s.kv.get(key).cloned()))
     }
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
@@ -142,10 +139,7 @@ impl FunctionStorage for NaiveMap {
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .lock()
-            .get_mut(scope)
-            .and_then(|s| s.queue.pop_front()))
+        Ok(self.lock().get_mut(scope).and_then(|s| s.queue.pop_front()))
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
