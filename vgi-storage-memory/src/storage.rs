@@ -1,8 +1,8 @@
 //! [`MemoryStorage`]: the store itself.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, TryLockError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -126,6 +126,33 @@ impl MemoryStorage {
             }
             return Some(f(&mut state));
         }
+    }
+
+    /// Run `f`, a short step that calls no outside code, on the live state of
+    /// `scope`; `None` when the scope has no state.
+    ///
+    /// The fast path takes the scope's lock with `try_lock` while the shard's
+    /// shared lock is still held, which saves the slot's reference count
+    /// round trip. It never waits while holding the shard lock (so it cannot
+    /// deadlock with `take_out`, which holds a scope lock while taking the
+    /// shard lock, nor keep a blocked call's shard locked); when the scope's
+    /// lock is busy it falls back to [`Self::existing`]. A slot found in the
+    /// map under the shard lock cannot be removed until that lock is released.
+    fn existing_short<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
+        {
+            let slot = self.scopes.get(scope)?;
+            let locked = match slot.value().try_lock() {
+                Ok(state) => Some(state),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut state) = locked
+                && !state.removed
+            {
+                return Some(f(&mut state));
+            }
+        }
+        self.existing(scope, f)
     }
 
     /// Run `f` on the live state of `scope`, creating it if needed. `f` gets the
@@ -403,7 +430,7 @@ impl FunctionStorage for MemoryStorage {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .existing(scope, |state| state.queue.pop_front())
+            .existing_short(scope, |state| state.queue.pop_front())
             .flatten())
     }
 
