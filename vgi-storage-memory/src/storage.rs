@@ -435,6 +435,30 @@ impl FunctionStorage for MemoryStorage {
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
+        // Fast path: under the shard's lock, take the scope's lock without
+        // waiting, empty and mark it, and let the map drop the slot, all in one
+        // visit. Holds the protocol of `take_out` (the slot leaves the map with
+        // its lock held, marked removed) and never waits while holding a shard
+        // lock; a busy scope takes the slow path below.
+        let mut taken = None;
+        let mut busy = false;
+        self.scopes
+            .remove_if(scope, |_, slot| match slot.try_lock() {
+                Ok(mut state) => take_marked(&mut state, &mut taken),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    take_marked(&mut poisoned.into_inner(), &mut taken)
+                }
+                Err(TryLockError::WouldBlock) => {
+                    busy = true;
+                    false
+                }
+            });
+        if !busy {
+            // Freed here, outside every lock. No slot, or one removed and
+            // taken: either way the scope is clear.
+            drop(taken);
+            return Ok(());
+        }
         loop {
             let Some(slot) = self.slot(scope) else {
                 return Ok(());
@@ -476,6 +500,18 @@ impl FunctionStorage for MemoryStorage {
         }
         Ok(report)
     }
+}
+
+/// Empty `state` into `taken` and mark it removed, unless another clear or gc
+/// got there first; true when it did it (the caller then takes the slot out of
+/// the map while still holding the lock).
+fn take_marked(state: &mut ScopeState, taken: &mut Option<ScopeState>) -> bool {
+    if state.removed {
+        return false;
+    }
+    *taken = Some(std::mem::take(state));
+    state.removed = true;
+    true
 }
 
 /// Append `entries` (ids increasing, above every id already in it) to the log
@@ -648,6 +684,33 @@ mod tests {
         assert_eq!(store.scan(b"s", b"n", b"k", ids[4], 10)?.len(), 1);
         assert!(store.scan(b"s", b"n", b"k", id, 10)?.is_empty());
         assert!(store.scan(b"s", b"n", b"other", -1, 10)?.is_empty());
+        Ok(())
+    }
+
+    /// clear takes a busy scope's lock without waiting under the shard lock
+    /// and falls back to waiting for it outside: it must still clear the scope
+    /// once the lock is released, and leave no slot behind.
+    #[test]
+    fn a_clear_of_a_busy_scope_waits_and_clears_it() -> Result<()> {
+        let store = MemoryStorage::new();
+        store.kv_put(b"s", b"k", b"v")?;
+        let Some(slot) = store.slot(b"s") else {
+            panic!("the scope has no slot");
+        };
+        let state = lock(&slot);
+        let cleared = std::thread::scope(|s| {
+            let clearer = s.spawn(|| store.clear(b"s"));
+            // The map, this test and the clearer's slow path hold the slot.
+            while Arc::strong_count(&slot) < 3 {
+                std::thread::yield_now();
+            }
+            drop(state);
+            clearer.join()
+        });
+        assert!(matches!(cleared, Ok(Ok(()))));
+        assert!(lock(&slot).removed, "the old slot was not marked removed");
+        assert_eq!(store.kv_get(b"s", b"k")?, None);
+        assert_eq!(store.scope_count(), 0);
         Ok(())
     }
 }
