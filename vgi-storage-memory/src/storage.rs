@@ -62,8 +62,9 @@ pub struct MemoryStorage {
     /// use can never lose its write to a removed one.
     ///
     /// Lock order: a scope's lock may be held while taking a shard lock (to
-    /// remove the slot), never the other way round, and no thread holds two
-    /// scope locks or two shard guards at once.
+    /// remove the slot), never the other way round, except by `try_lock`, which
+    /// never waits (the fast paths of `queue_pop` and `clear`); no thread holds
+    /// two scope locks or two shard guards at once.
     scopes: Scopes,
     /// The next log id, shared by every log so ids are unique per store. Ids
     /// are taken while holding the scope's lock, so within one log they
