@@ -10,6 +10,7 @@ mod pg;
 mod report;
 mod stats;
 mod targets;
+mod worker;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -445,6 +446,7 @@ fn run_one(
             workloads::parallel_scan(&*store, sizes, Some(&spec), &mut rec)?;
         }
         Workload::Lifecycle => workloads::lifecycle(&*store, &clock, sizes, &mut rec)?,
+        Workload::Worker => worker::worker_pattern(&*store, sizes, &mut rec)?,
     }
     Ok(rec)
 }

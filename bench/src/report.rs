@@ -186,8 +186,14 @@ pub(crate) fn ratios(r: &Results) -> String {
     }
     let mut out = String::new();
     let _ = write!(out, "{:<LABEL$}", "backend / its raw-engine ceiling");
-    for (of, _) in &pairs {
-        let _ = write!(out, "{:>CELL$}", format!("{of}/raw"));
+    for (of, c) in &pairs {
+        // `memory/raw`, `memory/naive`: a backend may have more than one.
+        let short = if c.starts_with("raw-") {
+            "raw"
+        } else {
+            c.strip_suffix("-map").unwrap_or(c)
+        };
+        let _ = write!(out, "{:>CELL$}", format!("{of}/{short}"));
     }
     out.push('\n');
     out.push_str(&"-".repeat(LABEL + CELL * pairs.len()));

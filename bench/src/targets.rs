@@ -6,7 +6,9 @@ use std::sync::Arc;
 use vgi_storage::{BackendKind, SharedClock, SharedStorage, StorageConfig};
 
 use crate::BenchResult;
-use crate::ceiling::{map::RawMap, postgres::RawPostgres, redb::RawRedb, sqlite::RawSqlite};
+use crate::ceiling::{
+    map::RawMap, naive::NaiveMap, postgres::RawPostgres, redb::RawRedb, sqlite::RawSqlite,
+};
 
 /// One column of the table.
 #[derive(Debug, Clone)]
@@ -26,6 +28,7 @@ pub(crate) struct Target {
 enum Opener {
     Backend(BackendKind),
     RawMap,
+    NaiveMap,
     RawSqlite,
     RawRedb,
     RawPostgres,
@@ -56,6 +59,7 @@ impl Target {
             }
             Opener::Backend(other) => StorageConfig::new(other).open_with_clock(clock)?,
             Opener::RawMap => Arc::new(RawMap::new(clock)),
+            Opener::NaiveMap => Arc::new(NaiveMap::new(clock)),
             Opener::RawSqlite => Arc::new(RawSqlite::open(&dir.join("raw.db"), clock)?),
             Opener::RawRedb => Arc::new(RawRedb::open(&dir.join("raw.redb"), clock)?),
             Opener::RawPostgres => {
@@ -133,6 +137,12 @@ fn all() -> Vec<Target> {
             "memory",
             "none: a bare dashmap of scopes",
             Opener::RawMap,
+        ),
+        ceiling(
+            "naive-map",
+            "memory",
+            "none: every scope in one Mutex<BTreeMap> (a floor, not a ceiling)",
+            Opener::NaiveMap,
         ),
         ceiling(
             "raw-sqlite",

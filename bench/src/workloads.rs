@@ -215,6 +215,31 @@ pub(crate) const STEPS: &[Step] = &[
         label: "gc the stale half",
         unit: "scopes",
     },
+    Step {
+        id: "worker.bind.put",
+        label: "worker: bind kv_put ~100 B",
+        unit: "puts",
+    },
+    Step {
+        id: "worker.bind.get",
+        label: "worker: bind kv_get ~100 B",
+        unit: "gets",
+    },
+    Step {
+        id: "worker.flush",
+        label: "worker: flush, one append_batch 64K-3M",
+        unit: "batches",
+    },
+    Step {
+        id: "worker.scan1",
+        label: "worker: scan(after=cursor, limit=1)",
+        unit: "calls",
+    },
+    Step {
+        id: "worker.clear",
+        label: "worker: clear each execution",
+        unit: "scopes",
+    },
 ];
 
 /// The four workloads, each run once per run per target on a fresh store.
@@ -224,14 +249,17 @@ pub(crate) enum Workload {
     Buffering,
     ParallelScan,
     Lifecycle,
+    /// The `vgi` worker's own pattern: see `crate::worker`.
+    Worker,
 }
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 4] = [
+    pub(crate) const ALL: [Workload; 5] = [
         Self::AggregateState,
         Self::Buffering,
         Self::ParallelScan,
         Self::Lifecycle,
+        Self::Worker,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -240,6 +268,7 @@ impl Workload {
             Self::Buffering => "buffering",
             Self::ParallelScan => "parallel scan",
             Self::Lifecycle => "lifecycle",
+            Self::Worker => "worker pattern",
         }
     }
 }

@@ -1,12 +1,17 @@
 //! The state of one scope, and the lock that guards it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use vgi_storage_core::LogEntry;
 
-/// Logs of one scope: `ns -> key -> id -> value`. Nested maps let a lookup
-/// borrow `&[u8]` without building an owned `(ns, key)` pair; the `BTreeMap`
-/// lets `scan` find its start by search.
-pub(crate) type Logs = HashMap<Vec<u8>, HashMap<Vec<u8>, BTreeMap<i64, Vec<u8>>>>;
+/// One log: its entries in id order. Ids are taken under the scope's lock, so
+/// every append lands at the end and `scan` finds its start by binary search.
+pub(crate) type Log = Vec<LogEntry>;
+
+/// Logs of one scope: `ns -> key -> log`. Nested maps let a lookup borrow
+/// `&[u8]` without building an owned `(ns, key)` pair.
+pub(crate) type Logs = HashMap<Vec<u8>, HashMap<Vec<u8>, Log>>;
 
 /// Everything stored under one scope.
 #[derive(Debug, Default)]

@@ -1,20 +1,19 @@
 //! [`MemoryStorage`]: the store itself.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, TryLockError};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use foldhash::HashMap;
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, LogStats, Result, ScopeInfo,
     ScopeStats, SharedClock, check_import_order, check_value_len, gc_cutoff_millis, system_clock,
 };
 
 use crate::error::ids_exhausted;
-use crate::scope::{ScopeState, Slot, lock};
+use crate::scope::{Log, ScopeState, Slot, lock};
 
 /// The store's name in errors and [`FunctionStorage::name`].
 const NAME: &str = "memory";
@@ -30,12 +29,21 @@ const CAPABILITIES: Capabilities = Capabilities::new()
 /// The first log id a new store hands out.
 const FIRST_ID: i64 = 1;
 
+/// Shards of the scope map. More than dashmap's default (four per core) so
+/// that threads creating or removing different scopes rarely meet on a shard
+/// on small machines.
+const SHARDS: usize = 64;
+
+/// `scope -> slot`, hashed with a seeded fast hasher (SipHash was a large
+/// share of a small call's cost).
+type Scopes = DashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+
 /// An in-process [`FunctionStorage`] for tests and single-process workers.
 ///
 /// Each scope's data sits behind its own lock, found through a [`DashMap`], so
 /// threads working on different scopes do not wait for each other, and each
 /// operation costs what it touches: `clear` the size of its scope, `scan`
-/// `O(log n + returned)`, `queue_pop` `O(1)`. Nothing is durable and nothing is
+/// `O(log n + returned)` (a binary search in the log's id-ordered entries), `queue_pop` `O(1)`. Nothing is durable and nothing is
 /// shared with other processes; share one store between threads as an
 /// `Arc<MemoryStorage>` or a [`SharedStorage`](vgi_storage_core::SharedStorage).
 ///
@@ -55,9 +63,10 @@ pub struct MemoryStorage {
     /// use can never lose its write to a removed one.
     ///
     /// Lock order: a scope's lock may be held while taking a shard lock (to
-    /// remove the slot), never the other way round, and no thread holds two
-    /// scope locks or two shard guards at once.
-    scopes: DashMap<Vec<u8>, Slot>,
+    /// remove the slot), never the other way round, except by `try_lock`, which
+    /// never waits (the fast paths of `queue_pop` and `clear`); no thread holds
+    /// two scope locks or two shard guards at once.
+    scopes: Scopes,
     /// The next log id, shared by every log so ids are unique per store. Ids
     /// are taken while holding the scope's lock, so within one log they
     /// increase in the order entries become visible.
@@ -78,7 +87,10 @@ impl MemoryStorage {
     #[must_use]
     pub fn with_clock(clock: SharedClock) -> Self {
         Self {
-            scopes: DashMap::new(),
+            scopes: DashMap::with_hasher_and_shard_amount(
+                foldhash::fast::RandomState::default(),
+                SHARDS,
+            ),
             next_id: AtomicI64::new(FIRST_ID),
             clock,
         }
@@ -116,6 +128,33 @@ impl MemoryStorage {
             }
             return Some(f(&mut state));
         }
+    }
+
+    /// Run `f`, a short step that calls no outside code, on the live state of
+    /// `scope`; `None` when the scope has no state.
+    ///
+    /// The fast path takes the scope's lock with `try_lock` while the shard's
+    /// shared lock is still held, which saves the slot's reference count
+    /// round trip. It never waits while holding the shard lock (so it cannot
+    /// deadlock with `take_out`, which holds a scope lock while taking the
+    /// shard lock, nor keep a blocked call's shard locked); when the scope's
+    /// lock is busy it falls back to [`Self::existing`]. A slot found in the
+    /// map under the shard lock cannot be removed until that lock is released.
+    fn existing_short<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
+        {
+            let slot = self.scopes.get(scope)?;
+            let locked = match slot.value().try_lock() {
+                Ok(state) => Some(state),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut state) = locked
+                && !state.removed
+            {
+                return Some(f(&mut state));
+            }
+        }
+        self.existing(scope, f)
     }
 
     /// Run `f` on the live state of `scope`, creating it if needed. `f` gets the
@@ -220,7 +259,7 @@ fn compare_and_swap(
     }
     match new {
         Some(value) => {
-            state.kv.insert(key.to_vec(), value.to_vec());
+            put_value(state, key, value.to_vec());
         }
         None => {
             state.kv.remove(key);
@@ -228,6 +267,15 @@ fn compare_and_swap(
     }
     state.stamp = Some(now);
     true
+}
+
+/// Set `key` to `value` in `state`, copying the key only when it is new.
+/// Returns the replaced value, to be freed after the lock is released.
+fn put_value(state: &mut ScopeState, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
+    match state.kv.get_mut(key) {
+        Some(slot) => Some(std::mem::replace(slot, value)),
+        None => state.kv.insert(key.to_vec(), value),
+    }
 }
 
 impl FunctionStorage for MemoryStorage {
@@ -247,11 +295,11 @@ impl FunctionStorage for MemoryStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         Self::check_len(value.len())?;
-        let (key, value) = (key.to_vec(), value.to_vec());
+        let value = value.to_vec();
         // The replaced value is returned so it is freed after the lock is released.
         let _old = self.write(scope, |state, now| {
             state.stamp = Some(now);
-            Ok(state.kv.insert(key, value))
+            Ok(put_value(state, key, value))
         })?;
         Ok(())
     }
@@ -305,10 +353,10 @@ impl FunctionStorage for MemoryStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         Self::check_len(value.len())?;
-        let (ns, key, value) = (ns.to_vec(), key.to_vec(), value.to_vec());
+        let value = value.to_vec();
         self.write(scope, |state, now| {
             let id = self.alloc_ids("append", 1)?;
-            log_mut(state, ns, key).insert(id, value);
+            push_entries(state, ns, key, std::iter::once(LogEntry { id, value }));
             state.stamp = Some(now);
             Ok(id)
         })
@@ -327,18 +375,18 @@ impl FunctionStorage for MemoryStorage {
         values
             .iter()
             .try_for_each(|value| Self::check_len(value.len()))?;
-        let (ns, key, values) = (ns.to_vec(), key.to_vec(), values.to_vec());
-        self.write(scope, |state, now| {
-            let first = self.alloc_ids("append_batch", values.len())?;
-            let log = log_mut(state, ns, key);
-            let ids = (first..).zip(values).map(|(id, value)| {
-                log.insert(id, value);
-                id
-            });
-            let ids = ids.collect();
+        let values = values.to_vec();
+        let n = values.len();
+        let first = self.write(scope, |state, now| {
+            let first = self.alloc_ids("append_batch", n)?;
+            let entries = (first..)
+                .zip(values)
+                .map(|(id, value)| LogEntry { id, value });
+            push_entries(state, ns, key, entries);
             state.stamp = Some(now);
-            Ok(ids)
-        })
+            Ok(first)
+        })?;
+        Ok((first..).take(n).collect())
     }
 
     fn scan(
@@ -356,12 +404,12 @@ impl FunctionStorage for MemoryStorage {
             let Some(log) = state.logs.get(ns).and_then(|logs| logs.get(key)) else {
                 return Vec::new();
             };
-            log.range((Bound::Excluded(after_id), Bound::Unbounded))
+            let from = log.partition_point(|entry| entry.id <= after_id);
+            log.get(from..)
+                .unwrap_or_default()
+                .iter()
                 .take(limit)
-                .map(|(id, value)| LogEntry {
-                    id: *id,
-                    value: value.clone(),
-                })
+                .cloned()
                 .collect()
         });
         Ok(entries.unwrap_or_default())
@@ -384,11 +432,35 @@ impl FunctionStorage for MemoryStorage {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .existing(scope, |state| state.queue.pop_front())
+            .existing_short(scope, |state| state.queue.pop_front())
             .flatten())
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
+        // Fast path: under the shard's lock, take the scope's lock without
+        // waiting, empty and mark it, and let the map drop the slot, all in one
+        // visit. Holds the protocol of `take_out` (the slot leaves the map with
+        // its lock held, marked removed) and never waits while holding a shard
+        // lock; a busy scope takes the slow path below.
+        let mut taken = None;
+        let mut busy = false;
+        self.scopes
+            .remove_if(scope, |_, slot| match slot.try_lock() {
+                Ok(mut state) => take_marked(&mut state, &mut taken),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    take_marked(&mut poisoned.into_inner(), &mut taken)
+                }
+                Err(TryLockError::WouldBlock) => {
+                    busy = true;
+                    false
+                }
+            });
+        if !busy {
+            // Freed here, outside every lock. No slot, or one removed and
+            // taken: either way the scope is clear.
+            drop(taken);
+            return Ok(());
+        }
         loop {
             let Some(slot) = self.slot(scope) else {
                 return Ok(());
@@ -461,15 +533,16 @@ impl FunctionStorage for MemoryStorage {
                 .iter()
                 .flat_map(|(ns, by_key)| by_key.iter().map(move |(key, log)| (ns, key, log)))
                 .filter_map(|(ns, key, log)| {
-                    let (first, _) = log.first_key_value()?;
-                    let (last, _) = log.last_key_value()?;
+                    // A log is kept in id order: its ends are its first and last ids.
+                    let first = log.first()?.id;
+                    let last = log.last()?.id;
                     Some(LogStats {
                         ns: ns.clone(),
                         key: key.clone(),
                         entries: log.len() as u64,
-                        bytes: log.values().map(|v| v.len() as u64).sum(),
-                        first_id: *first,
-                        last_id: *last,
+                        bytes: log.iter().map(|e| e.value.len() as u64).sum(),
+                        first_id: first,
+                        last_id: last,
                     })
                 })
                 .collect();
@@ -555,8 +628,18 @@ impl FunctionStorage for MemoryStorage {
                 let mut out = Vec::with_capacity(run.len());
                 for (i, record) in run.iter().enumerate() {
                     let id = first.map_or(record.id, |first| first + i as i64);
-                    log_mut(state, record.ns.clone(), record.key.clone())
-                        .insert(id, record.value.clone());
+                    // Ids of a run ascend and lie above every id the log
+                    // holds (kept ones are above the high-water mark, fresh
+                    // ones are new), so the log stays in id order.
+                    push_entries(
+                        state,
+                        &record.ns,
+                        &record.key,
+                        std::iter::once(LogEntry {
+                            id,
+                            value: record.value.clone(),
+                        }),
+                    );
                     out.push(id);
                 }
                 state.stamp = Some(now);
@@ -582,7 +665,7 @@ impl FunctionStorage for MemoryStorage {
                 .logs
                 .values()
                 .flat_map(HashMap::values)
-                .filter_map(|log| log.last_key_value().map(|(id, _)| *id))
+                .filter_map(|log| log.last().map(|entry| entry.id))
                 .max();
             if let Some(last) = last.filter(|last| *last > high) {
                 problems.push(format!(
@@ -609,10 +692,39 @@ impl MemoryStorage {
     }
 }
 
-/// The log `(ns, key)` of `state`, made empty if missing. Takes owned names,
-/// built by the caller before it took the lock.
-fn log_mut(state: &mut ScopeState, ns: Vec<u8>, key: Vec<u8>) -> &mut BTreeMap<i64, Vec<u8>> {
-    state.logs.entry(ns).or_default().entry(key).or_default()
+/// Empty `state` into `taken` and mark it removed, unless another clear or gc
+/// got there first; true when it did it (the caller then takes the slot out of
+/// the map while still holding the lock).
+fn take_marked(state: &mut ScopeState, taken: &mut Option<ScopeState>) -> bool {
+    if state.removed {
+        return false;
+    }
+    *taken = Some(std::mem::take(state));
+    state.removed = true;
+    true
+}
+
+/// Append `entries` (ids increasing, above every id already in it) to the log
+/// `(ns, key)` of `state`, making the log if missing. Names are copied only
+/// for a new log.
+fn push_entries(
+    state: &mut ScopeState,
+    ns: &[u8],
+    key: &[u8],
+    entries: impl Iterator<Item = LogEntry>,
+) {
+    let Some(logs) = state.logs.get_mut(ns) else {
+        let log: Log = entries.collect();
+        let logs = HashMap::from_iter([(key.to_vec(), log)]);
+        state.logs.insert(ns.to_vec(), logs);
+        return;
+    };
+    match logs.get_mut(key) {
+        Some(log) => log.extend(entries),
+        None => {
+            logs.insert(key.to_vec(), entries.collect());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -744,6 +856,51 @@ mod tests {
         assert_eq!(store.kv_get(b"s", b"k")?, Some(b"2".to_vec()));
         let live = store.slot(b"s");
         assert!(matches!((&stale, &live), (Some(a), Some(b)) if !Arc::ptr_eq(a, b)));
+        Ok(())
+    }
+
+    /// Logs became id-ordered vectors searched by binary search: a scan must
+    /// still start strictly after its cursor and stop at its limit.
+    #[test]
+    fn scans_start_after_the_cursor_and_stop_at_the_limit() -> Result<()> {
+        let store = MemoryStorage::new();
+        let values: Vec<Vec<u8>> = (0..5_u8).map(|i| vec![i]).collect();
+        let ids = store.append_batch(b"s", b"n", b"k", &values)?;
+        let id = store.append(b"s", b"n", b"k", b"last")?;
+        assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[4] < id);
+        let page = store.scan(b"s", b"n", b"k", ids[1], 2)?;
+        let got: Vec<i64> = page.iter().map(|e| e.id).collect();
+        assert_eq!(got, ids[2..4].to_vec());
+        assert_eq!(store.scan(b"s", b"n", b"k", ids[4], 10)?.len(), 1);
+        assert!(store.scan(b"s", b"n", b"k", id, 10)?.is_empty());
+        assert!(store.scan(b"s", b"n", b"other", -1, 10)?.is_empty());
+        Ok(())
+    }
+
+    /// clear takes a busy scope's lock without waiting under the shard lock
+    /// and falls back to waiting for it outside: it must still clear the scope
+    /// once the lock is released, and leave no slot behind.
+    #[test]
+    fn a_clear_of_a_busy_scope_waits_and_clears_it() -> Result<()> {
+        let store = MemoryStorage::new();
+        store.kv_put(b"s", b"k", b"v")?;
+        let Some(slot) = store.slot(b"s") else {
+            panic!("the scope has no slot");
+        };
+        let state = lock(&slot);
+        let cleared = std::thread::scope(|s| {
+            let clearer = s.spawn(|| store.clear(b"s"));
+            // The map, this test and the clearer's slow path hold the slot.
+            while Arc::strong_count(&slot) < 3 {
+                std::thread::yield_now();
+            }
+            drop(state);
+            clearer.join()
+        });
+        assert!(matches!(cleared, Ok(Ok(()))));
+        assert!(lock(&slot).removed, "the old slot was not marked removed");
+        assert_eq!(store.kv_get(b"s", b"k")?, None);
+        assert_eq!(store.scope_count(), 0);
         Ok(())
     }
 }

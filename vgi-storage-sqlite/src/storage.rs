@@ -60,7 +60,21 @@ const LOG_TOP: &str = "SELECT max(id) FROM vgi_log";
 const LOG_KEEP_TOP: &str = "INSERT INTO vgi_log (id, scope, ns, key, value)
     SELECT ?1, NULL, x'', x'', x'' WHERE NOT EXISTS (SELECT 1 FROM vgi_log WHERE id >= ?1)";
 const LOG_DROP_OLD_TOPS: &str = "DELETE FROM vgi_log WHERE scope IS NULL AND id < ?1";
-const GC_STALE: &str = "SELECT scope FROM vgi_scope WHERE touched_at < ?1 LIMIT ?2";
+/// One gc batch: the first stale scopes in scope order. Within the batch's
+/// transaction nothing else writes, so "stale and not above the batch's last
+/// scope" names exactly these scopes, and [`GC_DELETE`] removes them set-wise.
+const GC_STALE: &str = "SELECT scope FROM vgi_scope WHERE touched_at < ?1 ORDER BY scope LIMIT ?2";
+/// Remove every row of the batch [`GC_STALE`] chose (`?1` its cutoff, `?2` its
+/// last scope): one statement per table instead of four per scope.
+const GC_DELETE: [&str; 4] = [
+    "DELETE FROM vgi_kv WHERE scope IN
+        (SELECT scope FROM vgi_scope WHERE touched_at < ?1 AND scope <= ?2)",
+    "DELETE FROM vgi_log WHERE scope IN
+        (SELECT scope FROM vgi_scope WHERE touched_at < ?1 AND scope <= ?2)",
+    "DELETE FROM vgi_queue WHERE scope IN
+        (SELECT scope FROM vgi_scope WHERE touched_at < ?1 AND scope <= ?2)",
+    "DELETE FROM vgi_scope WHERE touched_at < ?1 AND scope <= ?2",
+];
 
 /// A durable store in one SQLite file (WAL mode), shared by every process that
 /// opens the same path.
@@ -600,16 +614,45 @@ fn append_on(
 /// Delete everything of `scope`, keeping the log's largest id in use (see
 /// the schema docs) so it is never handed out again.
 fn clear_on(conn: &Connection, scope: &[u8]) -> rusqlite::Result<()> {
-    let top: Option<i64> = conn.prepare_cached(LOG_TOP)?.query_row([], |r| r.get(0))?;
+    let top = log_top(conn)?;
     for sql in CLEAR {
         conn.prepare_cached(sql)?.execute([scope])?;
     }
+    keep_top(conn, top)
+}
+
+/// The highest log id handed out so far, if any row holds one.
+fn log_top(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(LOG_TOP)?.query_row([], |r| r.get(0))
+}
+
+/// After deleting log rows: keep a placeholder at `top` (the highest id before
+/// the delete) so ids are never handed out twice.
+fn keep_top(conn: &Connection, top: Option<i64>) -> rusqlite::Result<()> {
     if let Some(top) = top
         && conn.prepare_cached(LOG_KEEP_TOP)?.execute([top])? > 0
     {
         conn.prepare_cached(LOG_DROP_OLD_TOPS)?.execute([top])?;
     }
     Ok(())
+}
+
+/// One gc batch, inside its transaction: choose up to [`GC_BATCH`] scopes
+/// stale at `cutoff`, remove them whole, and return them.
+fn gc_batch_on(conn: &Connection, cutoff: i64) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let stale = conn
+        .prepare_cached(GC_STALE)?
+        .query_map(params![cutoff, GC_BATCH], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let Some(last) = stale.last() else {
+        return Ok(stale);
+    };
+    let top = log_top(conn)?;
+    for sql in GC_DELETE {
+        conn.prepare_cached(sql)?.execute(params![cutoff, last])?;
+    }
+    keep_top(conn, top)?;
+    Ok(stale)
 }
 
 impl FunctionStorage for SqliteStorage {
@@ -790,14 +833,7 @@ impl FunctionStorage for SqliteStorage {
                 let Some(cutoff) = gc_cutoff_millis(now, ttl) else {
                     return Ok(Vec::new());
                 };
-                let stale = conn
-                    .prepare_cached(GC_STALE)?
-                    .query_map(params![cutoff, GC_BATCH], |r| r.get::<_, Vec<u8>>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                for scope in &stale {
-                    clear_on(conn, scope)?;
-                }
-                Ok(stale)
+                gc_batch_on(conn, cutoff)
             });
             // The batches before this one committed: their scopes are gone,
             // and the error must say so (see `FunctionStorage::gc`).
@@ -917,6 +953,59 @@ mod tests {
             assert!(runs >= 3, "{sql}: ran {runs} times");
             assert_eq!(reprepared, 0, "{sql}");
         }
+        Ok(())
+    }
+
+    /// gc deleted four statements' worth per scope; it now deletes each batch
+    /// set-wise. Over several batches, with fresh scopes between stale ones,
+    /// it must remove exactly the stale scopes, whole, and never reuse a log id.
+    #[test]
+    fn set_wise_gc_removes_exactly_the_stale_scopes()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let clock = vgi_storage_core::ManualClock::new(1_000_000);
+        let store = SqliteStorage::builder(dir.path().join("state.db"))
+            .clock(Arc::new(clock.clone()))
+            .open()?;
+        let n = usize::try_from(GC_BATCH)? * 2 + 7;
+        let scope = |i: usize| format!("s{i:05}").into_bytes();
+        let fill = |i: usize| -> Result<i64> {
+            let s = scope(i);
+            store.kv_put(&s, b"k", b"v")?;
+            store.queue_push(&s, &[b"q".to_vec()])?;
+            store.append(&s, b"n", b"k", b"v")
+        };
+        // Fresh scopes are written at a later time but first, so the highest
+        // log id belongs to a stale scope: gc must not let it be handed out again.
+        clock.set(1_010_000);
+        for i in (0..n).filter(|i| i % 3 == 0) {
+            fill(i)?;
+        }
+        clock.set(1_000_000);
+        let mut top = 0;
+        for i in (0..n).filter(|i| i % 3 != 0) {
+            top = fill(i)?;
+        }
+        clock.set(1_010_000);
+        let report = store.gc(Duration::from_secs(5))?;
+        let mut removed = report.scopes;
+        removed.sort();
+        let stale: Vec<Vec<u8>> = (0..n).filter(|i| i % 3 != 0).map(scope).collect();
+        assert_eq!(removed, stale);
+        for i in 0..n {
+            let s = scope(i);
+            let fresh = i % 3 == 0;
+            assert_eq!(store.kv_get(&s, b"k")?.is_some(), fresh, "kv of scope {i}");
+            assert_eq!(
+                store.scan(&s, b"n", b"k", -1, 10)?.len(),
+                usize::from(fresh)
+            );
+            assert_eq!(store.queue_pop(&s)?.is_some(), fresh, "queue of scope {i}");
+        }
+        assert!(
+            store.append(b"new", b"n", b"k", b"v")? > top,
+            "a log id was reused"
+        );
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! no migration, no per-call hints.
 
 pub(crate) mod map;
+pub(crate) mod naive;
 pub(crate) mod postgres;
 pub(crate) mod redb;
 pub(crate) mod sqlite;
