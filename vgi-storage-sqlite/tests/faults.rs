@@ -289,9 +289,14 @@ fn a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out() -> TestResult {
     let mut handed_out = Vec::new();
     let mut failed = 0;
     for line in stdout.lines() {
-        if let Some(i) = line.strip_prefix("child: popped ") {
+        // libtest prints `test pop_full_child ... ` with no newline before the
+        // child's first line, so a report may start mid-line.
+        let Some((_, line)) = line.split_once("child: ") else {
+            continue;
+        };
+        if let Some(i) = line.strip_prefix("popped ") {
             handed_out.push(i.parse::<u8>()?);
-        } else if let Some(kind) = line.strip_prefix("child: pop failed ") {
+        } else if let Some(kind) = line.strip_prefix("pop failed ") {
             assert_eq!(kind, "StorageFull", "{stdout}");
             failed += 1;
         }
@@ -303,7 +308,7 @@ fn a_pop_whose_commit_fails_on_a_full_disk_hands_nothing_out() -> TestResult {
     all.extend(left);
     assert_eq!(
         all, items,
-        "items handed out by the child then still queued, or lost: handed out {handed_out:?}"
+        "items handed out by the child then still queued, or lost: handed out {handed_out:?}; the child said: {stdout}"
     );
     Ok(())
 }
