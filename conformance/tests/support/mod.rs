@@ -527,8 +527,24 @@ impl FunctionStorage for Broken {
                     })
                     .collect();
                 if self.fault == Fault::GcRemovesWithoutRechecking && !stale.is_empty() {
-                    // The bug: writes landing now are removed with the scope below.
-                    std::thread::sleep(Duration::from_millis(2));
+                    // The bug: writes landing now are removed with the scope
+                    // below. Wait (a bounded while) for one to land, so the
+                    // bug shows however the threads are scheduled: a loaded
+                    // machine must not let it through.
+                    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+                    while std::time::Instant::now() < deadline {
+                        let stamps = lock(&self.stamps);
+                        let rewritten = stale.iter().any(|s| {
+                            stamps
+                                .get(s)
+                                .is_some_and(|t| cutoff.is_some_and(|c| *t >= c))
+                        });
+                        drop(stamps);
+                        if rewritten {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
                 }
                 for s in &stale {
                     self.inner.clear(s)?;
