@@ -17,6 +17,7 @@ pub mod dirs;
 mod error;
 mod inspect;
 mod storage;
+mod text;
 
 pub use capabilities::Capabilities;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, gc_cutoff_millis, system_clock};
@@ -26,3 +27,4 @@ pub use storage::{
     FunctionStorage, FunctionStorageExt, GcReport, LogEntry, SharedStorage, check_import_order,
     check_name_len, check_value_len,
 };
+pub use text::percent_decode;

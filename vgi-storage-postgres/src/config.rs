@@ -337,23 +337,7 @@ pub(crate) fn parse_url(
 /// `%XX` escapes decoded; text that does not decode is kept as it is (the
 /// client reports it).
 fn percent_decoded(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| s.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(byte) = hex {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+    String::from_utf8(vgi_storage_core::percent_decode(s)).unwrap_or_else(|_| s.to_owned())
 }
 
 /// libpq `key = value` pairs: values bare or single-quoted, `\` escaping.

@@ -16,23 +16,7 @@ fn is_secret_key(key: &str) -> bool {
 
 /// `s` with `%XX` escapes decoded (bad escapes kept as they are), for comparing names.
 fn percent_decoded(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| s.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(byte) = hex {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&vgi_storage_core::percent_decode(s)).into_owned()
 }
 
 /// A connection string with every password replaced by `***`, in either syntax.
