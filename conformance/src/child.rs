@@ -29,8 +29,6 @@ const MARK: &str = "@@vgi-job@@ ";
 /// How long a child may stay silent before the parent gives up on it.
 pub(crate) const SILENCE: Duration = Duration::from_secs(120);
 
-pub(crate) use crate::harness::deep;
-
 /// A seed for a random run: `VGI_CONFORMANCE_SEED` if set (to replay a
 /// failure), else the clock.
 pub(crate) fn seed() -> u64 {

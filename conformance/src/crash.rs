@@ -16,7 +16,7 @@ use vgi_storage_core::{FunctionStorage, LogEntry, SharedStorage};
 
 use crate::child::{self, Job, Line, Rng, arg, hex, report, unhex};
 use crate::faults::{Res, res};
-use crate::harness::{CheckResult, Failure, OrFail, Outcome, Run, ensure, retry, short};
+use crate::harness::{self, CheckResult, Failure, OrFail, Outcome, Run, ensure, retry, short};
 use crate::{Factory, Fixture};
 
 const KEYS: usize = 4;
@@ -343,7 +343,7 @@ impl Account {
 /// Rounds of kills and writer processes: deep runs kill at least 200 processes.
 fn rounds_and_writers(shared: bool) -> (usize, usize) {
     let writers = if shared { 3 } else { 1 };
-    let rounds = if child::deep() {
+    let rounds = if harness::deep() {
         200usize.div_ceil(writers)
     } else {
         6
@@ -427,7 +427,7 @@ pub(crate) fn acknowledged_writes_survive_sigkill(run: &Run<'_>) -> CheckResult 
     };
     let mut kills = 0;
     for round in 0..rounds {
-        if child::deep() && round % 20 == 0 {
+        if harness::deep() && round % 20 == 0 {
             eprintln!("crash: round {round} of {rounds}");
         }
         // Each round's children run at most this many calls: plan that far.
@@ -521,7 +521,7 @@ pub(crate) fn queue_pop_loses_at_most_the_item_in_flight_per_kill(run: &Run<'_>)
         Ok(name) => name,
         Err(skip) => return Ok(skip),
     };
-    let (items, poppers, kills_wanted) = if child::deep() {
+    let (items, poppers, kills_wanted) = if harness::deep() {
         (20_000, 4, 60)
     } else {
         (800, 4, 6)

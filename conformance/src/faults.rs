@@ -19,7 +19,7 @@ use vgi_storage_core::{
 };
 
 use crate::child::{self, Job, Rng, arg, hex, report, unhex};
-use crate::harness::{CheckResult, Failure, OrFail, Outcome, Run};
+use crate::harness::{self, CheckResult, Failure, OrFail, Outcome, Run};
 use crate::{Factory, Fixture};
 
 const SCOPES: [&[u8]; 3] = [b"a", b"", b"\xff\0"];
@@ -569,7 +569,7 @@ fn file_backed(fx: &Fixture) -> Option<Outcome> {
 
 fn runs() -> (usize, usize) {
     // (rounds, calls per round)
-    if child::deep() { (6, 600) } else { (1, 120) }
+    if harness::deep() { (6, 600) } else { (1, 120) }
 }
 
 /// The child of the full-disk check: run the plan and report each result.
