@@ -19,11 +19,11 @@ fn ms(d: Duration) -> i64 {
 /// whose clock ran a day ahead removed the whole fleet's fresh state.
 ///
 /// A host's clock is what a store used to be handed (the facade passed the
-/// system clock); here the sweeping host's clock is 25 h ahead. The process
-/// clock itself cannot be moved from a test, so the host clock is shown to be
-/// read nowhere: the stamps are the server's, and a default store on that host
-/// removes nothing fresh, where a store dated by the host clock would have
-/// removed it all.
+/// system clock); here the sweeping host's clock is 25 h ahead, handed to a
+/// store as its test clock: the stamps are the server's, and a default store
+/// on that host removes nothing fresh, where a store dated by the host clock
+/// would have removed it all. The facade's `tests/clock_skew.rs` moves a real
+/// process's clock a day ahead and builds the store from the environment there.
 #[test]
 fn a_host_clock_a_day_ahead_removes_nothing_fresh() -> TestResult {
     let schema = "clock_host_ahead";
