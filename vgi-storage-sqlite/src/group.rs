@@ -666,3 +666,196 @@ pub(crate) fn expect<T>(
         error::internal(store, operation, "the group returned another call's result")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use vgi_storage_core::FunctionStorage;
+
+    use super::*;
+    use crate::SqliteStorage;
+
+    type Call<'s> = Box<dyn FnOnce() -> Result<String> + Send + 's>;
+
+    /// Run `calls` as one group, in this order: while this test holds the
+    /// leader's place, each call queues (the next one starts once the one
+    /// before it is queued); then the oldest is named leader and takes them all.
+    fn as_one_group(store: &SqliteStorage, calls: Vec<Call<'_>>) -> Vec<Result<String>> {
+        let n = calls.len();
+        assert!(n <= MAX_OPS);
+        lock(&store.group.state).leading = true;
+        std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (i, call) in calls.into_iter().enumerate() {
+                handles.push(s.spawn(call));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while lock(&store.group.state).queue.len() < i + 1 {
+                    assert!(Instant::now() < deadline, "call {i} did not queue");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            drop(Leading(&store.group));
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    fn store() -> std::result::Result<(tempfile::TempDir, SqliteStorage), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStorage::open(dir.path().join("state.db"))?;
+        Ok((dir, store))
+    }
+
+    /// A group whose COMMIT fails: every call in it fails, says the group
+    /// failed, and nothing of any of them is written. The failure is a
+    /// deferred foreign key that a trigger violates when a put writes the key
+    /// `doom`, which SQLite checks only at COMMIT.
+    #[test]
+    fn a_failed_commit_fails_every_call_of_the_group_and_writes_none()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let (_dir, store) = store()?;
+        store.queue_push(b"other", &[b"item".to_vec()])?;
+        lock(&store.writer).execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE doom_parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE doom (p INTEGER REFERENCES doom_parent (id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TRIGGER doom AFTER INSERT ON vgi_kv WHEN NEW.key = x'646f6f6d'
+             BEGIN INSERT INTO doom VALUES (1); END;",
+        )?;
+        let s = &store;
+        let calls: Vec<Call<'_>> = vec![
+            Box::new(|| s.kv_put(b"s", b"a", b"1").map(|()| "put".into())),
+            Box::new(|| s.append(b"s", b"n", b"k", b"x").map(|id| id.to_string())),
+            Box::new(|| s.queue_push(b"s", &[b"q".to_vec()]).map(|()| "push".into())),
+            Box::new(|| s.kv_put(b"s", b"doom", b"1").map(|()| "doom".into())),
+            Box::new(|| {
+                s.kv_compare_and_swap(b"s", b"c", None, Some(b"1"))
+                    .map(|b| b.to_string())
+            }),
+            Box::new(|| s.queue_pop(b"other").map(|i| format!("{i:?}"))),
+            Box::new(|| s.kv_del(b"s", b"a").map(|()| "del".into())),
+        ];
+        let results = as_one_group(&store, calls);
+        for (i, r) in results.iter().enumerate() {
+            let Err(e) = r else {
+                panic!("call {i} succeeded in a group whose commit failed: {r:?}");
+            };
+            let msg = e.to_string();
+            assert!(
+                msg.contains("6 other concurrent call(s)")
+                    && msg.contains("none of them was written"),
+                "call {i}: {msg}"
+            );
+        }
+        assert_eq!(store.kv_get(b"s", b"a")?, None);
+        assert_eq!(store.kv_get(b"s", b"doom")?, None);
+        assert_eq!(store.kv_get(b"s", b"c")?, None);
+        assert!(store.scan(b"s", b"n", b"k", -1, 10)?.is_empty());
+        assert_eq!(store.queue_pop(b"s")?, None);
+        assert_eq!(store.queue_pop(b"other")?, Some(b"item".to_vec()));
+        // The store goes on working.
+        store.kv_put(b"s", b"a", b"2")?;
+        assert_eq!(store.kv_get(b"s", b"a")?, Some(b"2".to_vec()));
+        Ok(())
+    }
+
+    /// A call that fails on its own must not fail the others of its group:
+    /// one whose statement fails (a trigger's ABORT, first in the group, and
+    /// again later), and one for whose error SQLite rolls the whole
+    /// transaction back (a trigger's ROLLBACK), which takes back the other
+    /// calls' writes: they must run again and succeed. A CAS sees the writes
+    /// queued before it in the group.
+    #[test]
+    fn a_call_that_fails_alone_does_not_fail_the_others()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let (_dir, store) = store()?;
+        lock(&store.writer).execute_batch(
+            "CREATE TRIGGER bad BEFORE INSERT ON vgi_kv WHEN NEW.key = x'626164'
+             BEGIN SELECT RAISE(ABORT, 'bad key'); END;
+             CREATE TRIGGER worse BEFORE INSERT ON vgi_kv WHEN NEW.key = x'776f727365'
+             BEGIN SELECT RAISE(ROLLBACK, 'worse key'); END;",
+        )?;
+        let s = &store;
+        let calls: Vec<Call<'_>> = vec![
+            Box::new(|| s.kv_put(b"s", b"bad", b"1").map(|()| "put".into())),
+            Box::new(|| s.kv_put(b"s", b"a", b"1").map(|()| "put".into())),
+            Box::new(|| s.append(b"s", b"n", b"k", b"x").map(|id| id.to_string())),
+            Box::new(|| s.kv_put(b"s", b"bad", b"1").map(|()| "put".into())),
+            Box::new(|| {
+                s.kv_compare_and_swap(b"s", b"c", None, Some(b"1"))
+                    .map(|b| b.to_string())
+            }),
+            Box::new(|| s.kv_put(b"s", b"worse", b"1").map(|()| "put".into())),
+            Box::new(|| {
+                s.kv_compare_and_swap(b"s", b"c", Some(b"1"), Some(b"2"))
+                    .map(|b| b.to_string())
+            }),
+            Box::new(|| s.queue_push(b"s", &[b"q".to_vec()]).map(|()| "push".into())),
+        ];
+        let results = as_one_group(&store, calls);
+        let failed =
+            |i: usize, what: &str| matches!(&results[i], Err(e) if format!("{e:?}").contains(what));
+        assert!(failed(0, "bad key"), "{:?}", results[0]);
+        assert!(failed(3, "bad key"), "{:?}", results[3]);
+        assert!(failed(5, "worse key"), "{:?}", results[5]);
+        let ok: Vec<&str> = [1, 2, 4, 6, 7]
+            .iter()
+            .map(|&i| results[i].as_deref().unwrap_or("failed"))
+            .collect();
+        assert_eq!(ok[..1], ["put"]);
+        assert_eq!(ok[2..], ["true", "true", "push"]);
+        let id: i64 = ok[1].parse()?;
+        assert_eq!(
+            store
+                .scan(b"s", b"n", b"k", -1, 10)?
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            [id]
+        );
+        assert_eq!(store.kv_get(b"s", b"a")?, Some(b"1".to_vec()));
+        assert_eq!(store.kv_get(b"s", b"c")?, Some(b"2".to_vec()));
+        assert_eq!(store.kv_get(b"s", b"bad")?, None);
+        assert_eq!(store.kv_get(b"s", b"worse")?, None);
+        assert_eq!(store.queue_pop(b"s")?, Some(b"q".to_vec()));
+        Ok(())
+    }
+
+    /// A group stops at its limits; the calls left queued are led by the
+    /// oldest of them, not stranded.
+    #[test]
+    fn a_group_holds_at_most_max_ops_and_the_rest_follow()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let (_dir, store) = store()?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        {
+            let mut state = lock(&store.group.state);
+            for i in 0..MAX_OPS + 3 {
+                state.queue.push_back(Queued {
+                    op: Op::QueuePush {
+                        scope: Cow::Borrowed(b"s"),
+                        items: Cow::Owned(vec![vec![u8::try_from(i % 256)?]]),
+                    },
+                    slot: Arc::default(),
+                });
+            }
+        }
+        store.group.take(&mut entries, &mut bytes);
+        assert_eq!(entries.len(), MAX_OPS);
+        assert_eq!(lock(&store.group.state).queue.len(), 3);
+        for e in &mut entries {
+            e.slot = None;
+        }
+        let mut big = Vec::new();
+        let mut bytes = MAX_BYTES;
+        store.group.take(&mut big, &mut bytes);
+        assert!(big.is_empty(), "took calls past the byte limit");
+        lock(&store.group.state).queue.clear();
+        Ok(())
+    }
+}
