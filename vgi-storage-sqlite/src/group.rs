@@ -568,8 +568,8 @@ impl Group {
                         e.out = Some(out);
                         in_tx += 1;
                     }
-                    Err(err) => {
-                        e.done = Some(Err(Failure::Own(Failed::from(err))));
+                    Err(failed) => {
+                        e.done = Some(Err(Failure::Own(failed)));
                         if conn.is_autocommit() {
                             // SQLite rolled the whole transaction back: run
                             // the others again in a new one.
@@ -621,27 +621,38 @@ impl Group {
 
 /// Run `op` inside the open transaction; with `others` (calls already in it),
 /// inside a savepoint, so its failure takes back only its own writes.
-fn run_isolated(conn: &Connection, op: &Op<'_>, now: i64, others: bool) -> rusqlite::Result<Out> {
+fn run_isolated(
+    conn: &Connection,
+    op: &Op<'_>,
+    now: i64,
+    others: bool,
+) -> std::result::Result<Out, Failed> {
+    // The error becomes a `Failed` before anything else runs: it reads errno.
     if !others {
-        // Nothing else in the transaction: on failure the caller's loop sees
-        // no call in it and rolls it back whole.
-        return op.run(conn, now).inspect_err(|_| {
+        // Nothing else in the transaction: roll it back whole, and the
+        // caller's loop, finding no transaction, starts a new one.
+        return op.run(conn, now).map_err(|e| {
+            let failed = Failed::from(e);
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            failed
         });
     }
     conn.prepare_cached("SAVEPOINT vgi_call")?.execute([])?;
-    match op.run(conn, now) {
-        Ok(out) => {
-            conn.prepare_cached("RELEASE vgi_call")?.execute([])?;
-            Ok(out)
-        }
+    let ran = op.run(conn, now).and_then(|out| {
+        conn.prepare_cached("RELEASE vgi_call")?.execute([])?;
+        Ok(out)
+    });
+    match ran {
+        Ok(out) => Ok(out),
+        // Its writes are taken back, also when only the RELEASE failed.
         Err(e) => {
+            let failed = Failed::from(e);
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK TO vgi_call; RELEASE vgi_call");
             }
-            Err(e)
+            Err(failed)
         }
     }
 }
