@@ -18,6 +18,7 @@ use vgi_storage_core::FunctionStorage;
 use vgi_storage_sqlite::{SqliteStorage, Synchronous};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+type Write = fn(&SqliteStorage, usize) -> vgi_storage_core::Result<()>;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -27,12 +28,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 /// Writes per second of `ops` writes spread over `threads` threads.
-fn rate(
-    sync: Synchronous,
-    threads: usize,
-    ops: usize,
-    write: fn(&SqliteStorage, usize) -> vgi_storage_core::Result<()>,
-) -> Res<f64> {
+fn rate(sync: Synchronous, threads: usize, ops: usize, write: Write) -> Res<f64> {
     let base = std::env::var_os("VGI_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base)?;
     let store = SqliteStorage::builder(dir.path().join("state.db"))
@@ -65,7 +61,7 @@ fn kv_put(store: &SqliteStorage, i: usize) -> vgi_storage_core::Result<()> {
 
 fn append(store: &SqliteStorage, _: usize) -> vgi_storage_core::Result<()> {
     store
-        .append(b"buf", b"sink", b"0", &[7; 64 << 10])
+        .append(b"buf", b"sink", b"0", &vec![7; 64 << 10])
         .map(|_| ())
 }
 
@@ -82,7 +78,6 @@ fn main() -> Res<()> {
         "| workload | synchronous | 1 thread | {threads} threads | ratio (median of {runs}) |"
     );
     println!("|---|---|---:|---:|---:|");
-    type Write = fn(&SqliteStorage, usize) -> vgi_storage_core::Result<()>;
     let workloads: [(&str, Write, usize); 2] =
         [("kv_put 1 KiB", kv_put, 1), ("append 64 KiB", append, 4)];
     for sync in Synchronous::ALL {

@@ -173,10 +173,14 @@ pub(crate) fn group(
     others: usize,
 ) -> StorageError {
     if failed.outcome_unknown() {
+        let shared = match others {
+            0 => String::new(),
+            n => format!(" (shared with {n} other concurrent call(s) of this process)"),
+        };
         let hint = format!(
-            "syncing the commit this call shared with {others} other concurrent call(s) \
-             failed: SQLite cannot say whether it is in the file (a recovery may find it); read \
-             the state before repeating a call that is not idempotent, and check the disk"
+            "syncing this call's commit{shared} failed: SQLite wrote it to the WAL but cannot \
+             say whether it is on disk, and a recovery may find it; read the state before \
+             repeating a call that is not idempotent, and check the disk"
         );
         return StorageError::operation(
             store,
@@ -185,6 +189,9 @@ pub(crate) fn group(
             hint,
             failed.err,
         );
+    }
+    if others == 0 {
+        return self::operation(store, operation, failed);
     }
     let kind = classify_with_errno(&failed.err, failed.errno);
     let hint = format!(

@@ -147,12 +147,11 @@ fn pops_grouped_with_pushes_hand_out_each_item_once() -> TestResult {
                     let mut got = Vec::new();
                     let mut empty = 0;
                     while empty < 200 && got.len() < total {
-                        match store.queue_pop(b"q")? {
-                            Some(item) => got.push(item),
-                            None => {
-                                empty += 1;
-                                std::thread::yield_now();
-                            }
+                        if let Some(item) = store.queue_pop(b"q")? {
+                            got.push(item);
+                        } else {
+                            empty += 1;
+                            std::thread::yield_now();
                         }
                     }
                     Ok(got)
