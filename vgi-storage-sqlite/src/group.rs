@@ -709,7 +709,11 @@ mod tests {
             drop(Leading(&store.group));
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(error::internal("test", "call", "the call panicked"))
+                    })
+                })
                 .collect()
         })
     }
@@ -833,6 +837,60 @@ mod tests {
         assert_eq!(store.kv_get(b"s", b"bad")?, None);
         assert_eq!(store.kv_get(b"s", b"worse")?, None);
         assert_eq!(store.queue_pop(b"s")?, Some(b"q".to_vec()));
+        Ok(())
+    }
+
+    /// A clock that panics once when armed: the leader reads it inside the
+    /// group's transaction.
+    #[derive(Debug, Default)]
+    struct PanickingClock(std::sync::atomic::AtomicBool);
+
+    impl vgi_storage_core::Clock for PanickingClock {
+        fn now_millis(&self) -> i64 {
+            assert!(
+                !self.0.swap(false, std::sync::atomic::Ordering::SeqCst),
+                "the clock panics, as armed"
+            );
+            1_000
+        }
+    }
+
+    /// A leader that panics in the middle of its group (here: reading the
+    /// clock inside the transaction) must not leave the callers it took
+    /// asleep, nor write anything of theirs; the store goes on working.
+    #[test]
+    fn a_leader_that_panics_fails_its_group_and_writes_none()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let clock = Arc::new(PanickingClock::default());
+        let store = SqliteStorage::builder(dir.path().join("state.db"))
+            .clock(clock.clone())
+            .open()?;
+        clock.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let s = &store;
+        let calls: Vec<Call<'_>> = vec![
+            Box::new(|| s.kv_put(b"s", b"a", b"1").map(|()| "put".into())),
+            Box::new(|| s.append(b"s", b"n", b"k", b"x").map(|id| id.to_string())),
+            Box::new(|| s.queue_push(b"s", &[b"q".to_vec()]).map(|()| "push".into())),
+        ];
+        let results = as_one_group(&store, calls);
+        let message = |i: usize| match &results[i] {
+            Ok(v) => format!("succeeded: {v}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message(0).contains("the call panicked"), "{}", message(0));
+        for i in 1..3 {
+            assert!(
+                message(i).contains("panicked; it was rolled back"),
+                "{}",
+                message(i)
+            );
+        }
+        assert_eq!(store.kv_get(b"s", b"a")?, None);
+        assert!(store.scan(b"s", b"n", b"k", -1, 10)?.is_empty());
+        assert_eq!(store.queue_pop(b"s")?, None);
+        store.kv_put(b"s", b"a", b"2")?;
+        assert_eq!(store.kv_get(b"s", b"a")?, Some(b"2".to_vec()));
         Ok(())
     }
 
