@@ -9,7 +9,7 @@
 //!   takes every write already queued by followers, up to [`MAX_OPS`] calls and
 //!   [`MAX_BYTES`] of payload, runs them in the same `BEGIN IMMEDIATE`
 //!   transaction and commits once. It never waits for followers to come: a
-//!   thread alone pays a lock of an uncontended mutex and nothing else.
+//!   thread alone pays a few locks of an uncontended mutex and nothing else.
 //! - A call that finds a leader at work queues a copy of its write and sleeps
 //!   until a leader has committed it (or failed it). When a leader is done and
 //!   writes are still queued, it wakes the oldest queued caller as the next
