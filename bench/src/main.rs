@@ -71,7 +71,7 @@ struct Args {
     /// [default: 3; with --quick 2, and 1 for the columns that fsync every commit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     runs: Option<u32>,
-    /// Only these targets, comma-separated: memory, sqlite, redb, postgres,
+    /// Only these targets, comma-separated: memory, sqlite, sqlite-full, redb, postgres,
     /// raw-map, raw-sqlite, raw-redb, raw-postgres; or broken-queue, a store that hands an
     /// item out twice, to see a run fail its checks
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]

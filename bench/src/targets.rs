@@ -27,6 +27,9 @@ pub(crate) struct Target {
 #[derive(Debug, Clone, Copy)]
 enum Opener {
     Backend(BackendKind),
+    /// The sqlite backend (always [`BackendKind::Sqlite`]) with
+    /// `synchronous=full`: every commit fsyncs the WAL.
+    SqliteFull(BackendKind),
     RawMap,
     NaiveMap,
     RawSqlite,
@@ -45,6 +48,10 @@ impl Target {
             Opener::Backend(BackendKind::Sqlite) => StorageConfig::new(BackendKind::Sqlite)
                 .with_path(dir.join("state.db"))
                 .with_option("synchronous", "normal")
+                .open_with_clock(clock)?,
+            Opener::SqliteFull(_) => StorageConfig::new(BackendKind::Sqlite)
+                .with_path(dir.join("state.db"))
+                .with_option("synchronous", "full")
                 .open_with_clock(clock)?,
             Opener::Backend(BackendKind::Redb) => StorageConfig::new(BackendKind::Redb)
                 .with_path(dir.join("state.redb"))
@@ -80,7 +87,7 @@ pub(crate) fn available() -> (Vec<Target>, Vec<String>) {
     let targets = all()
         .into_iter()
         .filter(|t| match t.opener {
-            Opener::Backend(kind) if !kind.is_compiled_in() => {
+            Opener::Backend(kind) | Opener::SqliteFull(kind) if !kind.is_compiled_in() => {
                 skipped.push(format!(
                     "{}: not compiled in (feature `{}` of vgi-storage)",
                     t.name,
@@ -121,6 +128,14 @@ fn all() -> Vec<Target> {
             "WAL, synchronous=normal: a commit survives a process crash; the last commits \
              may be lost on power loss (fsync at checkpoints)",
         ),
+        Target {
+            name: "sqlite-full",
+            ceiling_of: None,
+            durability: "WAL, synchronous=full: every commit fsyncs the WAL, survives power loss \
+                         (threads of one process share commits)",
+            fsync_per_commit: true,
+            opener: Opener::SqliteFull(BackendKind::Sqlite),
+        },
         backend(
             "redb",
             BackendKind::Redb,

@@ -48,6 +48,38 @@ impl From<rusqlite::Error> for Failed {
     }
 }
 
+impl Failed {
+    /// A copy, for each call of a group that failed together (a
+    /// `rusqlite::Error` cannot be cloned; a commit fails with an engine code
+    /// and message, which the copy keeps).
+    pub(crate) fn duplicate(&self) -> Self {
+        let err = match &self.err {
+            rusqlite::Error::SqliteFailure(code, msg) => {
+                rusqlite::Error::SqliteFailure(*code, msg.clone())
+            }
+            other => rusqlite::Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            ),
+        };
+        Self {
+            err,
+            errno: self.errno,
+        }
+    }
+
+    /// SQLite wrote the commit's frames to the WAL but could not sync them:
+    /// the transaction may be in the file, and a later recovery can find it.
+    fn outcome_unknown(&self) -> bool {
+        self.err.sqlite_error().is_some_and(|e| {
+            matches!(
+                e.extended_code,
+                ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC
+            )
+        })
+    }
+}
+
 /// What kind of failure a SQLite error is.
 pub(crate) fn classify(err: &rusqlite::Error) -> ErrorKind {
     classify_with_errno(err, None)
@@ -129,6 +161,66 @@ fn hint(kind: ErrorKind) -> &'static str {
 pub(crate) fn operation(store: &str, operation: &'static str, failed: Failed) -> StorageError {
     let kind = classify_with_errno(&failed.err, failed.errno);
     StorageError::operation(store, operation, kind, hint(kind), failed.err)
+}
+
+/// Map the failure of the transaction that call `operation` shared with
+/// `others` concurrent calls of this process (group commit): it could not
+/// start, or its COMMIT failed.
+pub(crate) fn group(
+    store: &str,
+    operation: &'static str,
+    failed: Failed,
+    others: usize,
+) -> StorageError {
+    if failed.outcome_unknown() {
+        let shared = match others {
+            0 => String::new(),
+            n => format!(" (shared with {n} other concurrent call(s) of this process)"),
+        };
+        let hint = format!(
+            "syncing this call's commit{shared} failed: SQLite wrote it to the WAL but cannot \
+             say whether it is on disk, and a recovery may find it; read the state before \
+             repeating a call that is not idempotent, and check the disk"
+        );
+        return StorageError::operation(
+            store,
+            operation,
+            ErrorKind::OutcomeUnknown,
+            hint,
+            failed.err,
+        );
+    }
+    if others == 0 {
+        return self::operation(store, operation, failed);
+    }
+    let kind = classify_with_errno(&failed.err, failed.errno);
+    let hint = format!(
+        "the transaction this call shared with {others} other concurrent call(s) of this \
+         process failed to start or commit, so none of them was written; {}",
+        hint(kind)
+    );
+    StorageError::operation(store, operation, kind, hint, failed.err)
+}
+
+/// A call whose group's leader panicked: its transaction was rolled back.
+pub(crate) fn group_panicked(store: &str, operation: &'static str) -> StorageError {
+    internal(
+        store,
+        operation,
+        "the thread running this call's transaction panicked; it was rolled back and nothing \
+         of this call was written; retry",
+    )
+}
+
+/// A bug of this backend, reported rather than panicking.
+pub(crate) fn internal(store: &str, operation: &'static str, what: &str) -> StorageError {
+    StorageError::Operation {
+        store: store.to_owned(),
+        operation,
+        kind: ErrorKind::Other,
+        hint: what.to_owned(),
+        source: None,
+    }
 }
 
 /// Map an engine error met while opening the database at `path`.

@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod group;
 mod inspect;
 mod schema;
 mod storage;

@@ -15,6 +15,7 @@ use vgi_storage_core::{
 
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
+use crate::group::{self, Group, Op, Out};
 use crate::inspect;
 use crate::schema;
 use crate::turn::Turn;
@@ -25,7 +26,7 @@ pub const MAX_VALUE_LEN: usize = 1_000_000_000 - (16 << 20);
 
 /// The store's [`Turn`], shared with the write connection's busy handler; set
 /// once the file has been opened as a store.
-type TurnSlot = Arc<OnceLock<Turn>>;
+pub(crate) type TurnSlot = Arc<OnceLock<Turn>>;
 
 const CAPABILITIES: Capabilities = Capabilities::new()
     .with_durable(true)
@@ -43,12 +44,12 @@ const TOUCH: &str = "INSERT INTO vgi_scope (scope, touched_at) VALUES (?1, ?2)
 const KV_GET: &str = "SELECT value FROM vgi_kv WHERE scope = ?1 AND key = ?2";
 const KV_PUT: &str = "INSERT INTO vgi_kv (scope, key, value) VALUES (?1, ?2, ?3)
     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value";
-const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
+pub(crate) const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
 const LOG_APPEND: &str = "INSERT INTO vgi_log (scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)";
 const LOG_SCAN: &str = "SELECT id, value FROM vgi_log
     WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4 ORDER BY id LIMIT ?5";
-const QUEUE_PUSH: &str = "INSERT INTO vgi_queue (scope, value) VALUES (?1, ?2)";
-const QUEUE_POP: &str = "DELETE FROM vgi_queue WHERE id =
+pub(crate) const QUEUE_PUSH: &str = "INSERT INTO vgi_queue (scope, value) VALUES (?1, ?2)";
+pub(crate) const QUEUE_POP: &str = "DELETE FROM vgi_queue WHERE id =
     (SELECT id FROM vgi_queue WHERE scope = ?1 ORDER BY id LIMIT 1) RETURNING value";
 const CLEAR: [&str; 4] = [
     "DELETE FROM vgi_kv WHERE scope = ?1",
@@ -79,14 +80,16 @@ const GC_DELETE: [&str; 4] = [
 /// A durable store in one SQLite file (WAL mode), shared by every process that
 /// opens the same path.
 ///
-/// One write connection serves every call that may write, each in its own
-/// `BEGIN IMMEDIATE` transaction; a small pool of read connections serves
-/// `kv_get` and `scan` without queueing behind writes. See the crate docs.
+/// One write connection serves every call that may write, in `BEGIN
+/// IMMEDIATE` transactions that concurrent writes of the process share (group
+/// commit); a small pool of read connections serves `kv_get` and `scan`
+/// without queueing behind writes. See the crate docs.
 pub struct SqliteStorage {
     name: String,
     path: PathBuf,
     clock: SharedClock,
-    writer: Mutex<Connection>,
+    pub(crate) writer: Mutex<Connection>,
+    pub(crate) group: Group,
     turn: TurnSlot,
     readers: ReadPool,
     max_value_len: usize,
@@ -170,6 +173,7 @@ impl SqliteStorage {
             path,
             clock,
             writer: Mutex::new(writer),
+            group: Group::default(),
         })
     }
 
@@ -192,28 +196,22 @@ impl SqliteStorage {
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
+    /// Run `op` in a group commit shared with concurrent writes of this
+    /// process (see [`crate::group`]).
+    fn grouped(&self, op: Op<'_>) -> Result<Out> {
+        let ctx = group::Ctx {
+            name: &self.name,
+            writer: &self.writer,
+            clock: &self.clock,
+            turn: &self.turn,
+        };
+        self.group.submit(&ctx, op)
+    }
+
     fn after_write(&self, committed: bool) {
         if let Some(turn) = self.turn.get() {
             let _stepped_aside = turn.finish(committed);
         }
-    }
-
-    /// Run `f`, one single writing statement, in autocommit mode on the write
-    /// connection.
-    ///
-    /// A lone statement that writes takes the write lock when it starts, with
-    /// no read transaction open before it (the connection is idle between
-    /// calls), so the busy handler waits for the lock exactly as for `BEGIN
-    /// IMMEDIATE`; it just saves executing BEGIN and COMMIT.
-    fn write_one<T>(
-        &self,
-        operation: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        let conn = self.writer();
-        let result = f(&conn).map_err(Failed::from);
-        self.after_write(result.is_ok());
-        result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
     /// Run `f` on a read connection (or the write connection when there is no pool).
@@ -497,16 +495,28 @@ fn in_write_tx<T>(
     conn: &Connection,
     f: impl FnOnce() -> rusqlite::Result<T>,
 ) -> std::result::Result<T, Failed> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    begin_immediate(conn)?;
     let guard = Rollback(conn);
     let out = f()?;
-    conn.prepare_cached("COMMIT")?.execute([])?;
+    commit(conn)?;
     std::mem::forget(guard);
     Ok(out)
 }
 
+/// Start a write transaction, taking the write lock up front.
+pub(crate) fn begin_immediate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    Ok(())
+}
+
+/// Commit the open transaction.
+pub(crate) fn commit(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
 /// Rolls the open transaction back when dropped (on error or unwind).
-struct Rollback<'a>(&'a Connection);
+pub(crate) struct Rollback<'a>(pub(crate) &'a Connection);
 
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
@@ -582,24 +592,33 @@ impl ReadPool {
     }
 }
 
-fn touch(conn: &Connection, scope: &[u8], now: i64) -> rusqlite::Result<()> {
+pub(crate) fn touch(conn: &Connection, scope: &[u8], now: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(TOUCH)?.execute(params![scope, now])?;
     Ok(())
 }
 
-fn kv_get_on(conn: &Connection, scope: &[u8], key: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
+pub(crate) fn kv_get_on(
+    conn: &Connection,
+    scope: &[u8],
+    key: &[u8],
+) -> rusqlite::Result<Option<Vec<u8>>> {
     conn.prepare_cached(KV_GET)?
         .query_row(params![scope, key], |r| r.get(0))
         .optional()
 }
 
-fn kv_put_on(conn: &Connection, scope: &[u8], key: &[u8], value: &[u8]) -> rusqlite::Result<()> {
+pub(crate) fn kv_put_on(
+    conn: &Connection,
+    scope: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> rusqlite::Result<()> {
     conn.prepare_cached(KV_PUT)?
         .execute(params![scope, key, value])?;
     Ok(())
 }
 
-fn append_on(
+pub(crate) fn append_on(
     conn: &Connection,
     scope: &[u8],
     ns: &[u8],
@@ -670,9 +689,13 @@ impl FunctionStorage for SqliteStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
-        self.write("kv_put", |conn, now| {
-            kv_put_on(conn, scope, key, value)?;
-            touch(conn, scope, now)
+        let out = self.grouped(Op::KvPut {
+            scope: scope.into(),
+            key: key.into(),
+            value: value.into(),
+        })?;
+        group::expect(&self.name, "kv_put", out, |o| {
+            matches!(o, Out::Unit).then_some(())
         })
     }
 
@@ -683,18 +706,22 @@ impl FunctionStorage for SqliteStorage {
         for (_, v) in entries {
             self.check_len(v.len())?;
         }
-        self.write("kv_put_batch", |conn, now| {
-            for (k, v) in entries {
-                kv_put_on(conn, scope, k, v)?;
-            }
-            touch(conn, scope, now)
+        let out = self.grouped(Op::KvPutBatch {
+            scope: scope.into(),
+            entries: entries.into(),
+        })?;
+        group::expect(&self.name, "kv_put_batch", out, |o| {
+            matches!(o, Out::Unit).then_some(())
         })
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        self.write_one("kv_del", |conn| {
-            conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
-            Ok(())
+        let out = self.grouped(Op::KvDel {
+            scope: scope.into(),
+            key: key.into(),
+        })?;
+        group::expect(&self.name, "kv_del", out, |o| {
+            matches!(o, Out::Unit).then_some(())
         })
     }
 
@@ -708,29 +735,29 @@ impl FunctionStorage for SqliteStorage {
         if let Some(v) = new {
             self.check_len(v.len())?;
         }
-        self.write("kv_compare_and_swap", |conn, now| {
-            let current = kv_get_on(conn, scope, key)?;
-            if current.as_deref() != expected {
-                return Ok(false);
-            }
-            match new {
-                Some(v) => kv_put_on(conn, scope, key, v)?,
-                None if current.is_some() => {
-                    conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
-                }
-                None => {}
-            }
-            touch(conn, scope, now)?;
-            Ok(true)
+        let out = self.grouped(Op::Cas {
+            scope: scope.into(),
+            key: key.into(),
+            expected: expected.map(Into::into),
+            new: new.map(Into::into),
+        })?;
+        group::expect(&self.name, "kv_compare_and_swap", out, |o| match o {
+            Out::Bool(swapped) => Some(swapped),
+            _ => None,
         })
     }
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
-        self.write("append", |conn, now| {
-            let id = append_on(conn, scope, ns, key, value)?;
-            touch(conn, scope, now)?;
-            Ok(id)
+        let out = self.grouped(Op::Append {
+            scope: scope.into(),
+            ns: ns.into(),
+            key: key.into(),
+            value: value.into(),
+        })?;
+        group::expect(&self.name, "append", out, |o| match o {
+            Out::Id(id) => Some(id),
+            _ => None,
         })
     }
 
@@ -747,13 +774,15 @@ impl FunctionStorage for SqliteStorage {
         for v in values {
             self.check_len(v.len())?;
         }
-        self.write("append_batch", |conn, now| {
-            let ids = values
-                .iter()
-                .map(|v| append_on(conn, scope, ns, key, v))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            touch(conn, scope, now)?;
-            Ok(ids)
+        let out = self.grouped(Op::AppendBatch {
+            scope: scope.into(),
+            ns: ns.into(),
+            key: key.into(),
+            values: values.into(),
+        })?;
+        group::expect(&self.name, "append_batch", out, |o| match o {
+            Out::Ids(ids) => Some(ids),
+            _ => None,
         })
     }
 
@@ -788,33 +817,27 @@ impl FunctionStorage for SqliteStorage {
         for item in items {
             self.check_len(item.len())?;
         }
-        self.write("queue_push", |conn, now| {
-            let mut stmt = conn.prepare_cached(QUEUE_PUSH)?;
-            for item in items {
-                stmt.execute(params![scope, item])?;
-            }
-            touch(conn, scope, now)
+        let out = self.grouped(Op::QueuePush {
+            scope: scope.into(),
+            items: items.into(),
+        })?;
+        group::expect(&self.name, "queue_push", out, |o| {
+            matches!(o, Out::Unit).then_some(())
         })
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
-        // One statement claims the oldest item atomically (see `write_one`).
-        // In autocommit SQLite commits when the statement finishes, and a
-        // failed commit (a full disk while a reader pins the WAL) is reported
-        // by the step that finishes it, not by the step that returned the row:
-        // `query_row` stops after the row and never sees it. Step to the end,
-        // so an item is handed out only once the commit that removed it
-        // succeeded; a failed commit rolls the delete back and is an `Err`.
-        self.write_one("queue_pop", |conn| {
-            let mut stmt = conn.prepare_cached(QUEUE_POP)?;
-            let mut rows = stmt.query([scope])?;
-            let item = match rows.next()? {
-                Some(row) => Some(row.get::<_, Vec<u8>>(0)?),
-                None => None,
-            };
-            // The pop deletes at most one row: this step finishes the statement.
-            while rows.next()?.is_some() {}
-            Ok(item)
+        // One statement claims the oldest item; alone it runs in autocommit
+        // mode, where SQLite reports a failed commit from the step that
+        // finishes it, not the one that returned the row: the group steps it
+        // to the end, so an item is handed out only once the commit that
+        // removed it succeeded (see `group::Op::run`).
+        let out = self.grouped(Op::QueuePop {
+            scope: scope.into(),
+        })?;
+        group::expect(&self.name, "queue_pop", out, |o| match o {
+            Out::Item(item) => Some(item),
+            _ => None,
         })
     }
 
