@@ -3,11 +3,13 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod ceiling;
+mod chart;
 mod child;
 mod faulty;
 mod machine;
 mod pg;
 mod report;
+mod scale;
 mod stats;
 mod targets;
 mod worker;
@@ -87,6 +89,17 @@ struct Args {
     /// Write the chart to this file instead of DIR/latest.svg
     #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
+    /// Cost curves instead of the comparison: ns per call of get, put, append,
+    /// scan page, pop, scope creation and gc as the store grows (10k, 100k, 1M
+    /// entries; 1k, 10k, 100k scopes) and as threads grow (1, 2, 4, 8), with a
+    /// verdict per curve (flat, or where it bends). Writes scale.json and
+    /// scale.svg (scale-quick.* with --quick); about 15 minutes, --quick well
+    /// under one
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: leave out every size above N (entries and scopes)
+    #[arg(long, value_name = "N", requires = "scale")]
+    max_size: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +152,17 @@ fn run(args: Args) -> BenchResult<()> {
         }
         targets.retain(|t| only.iter().any(|n| n == t.name));
     }
+    if args.scale {
+        if let Some(bad) = targets.iter().find(|t| scale::REFUSED.contains(&t.name)) {
+            bail!(
+                "--scale: `{}` cannot run there: it has no batched write to grow a store with",
+                bad.name
+            );
+        }
+        if args.only.is_none() {
+            targets.retain(|t| scale::DEFAULT_TARGETS.contains(&t.name));
+        }
+    }
     let mut skipped = skipped;
     let mut notes = Vec::new();
     let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
@@ -175,6 +199,9 @@ fn run(args: Args) -> BenchResult<()> {
     let machine = machine::Machine::detect();
 
     notes.extend(skipped.iter().map(|s| format!("skipped:   {s}")));
+    if args.scale {
+        return run_scale(&args, &targets, skipped, &notes, base.path(), started);
+    }
     print_header(&args, &targets, &notes, &machine, base.path(), &mount, &fs);
     let (figures, infos) = measure(&targets, &args, base.path())?;
     let results = Results {
@@ -219,6 +246,108 @@ fn run(args: Args) -> BenchResult<()> {
     }
     write_file(&json_path, &serde_json::to_string_pretty(&json)?)?;
     write_file(&svg_path, &report::svg(&results))?;
+    println!(
+        "total {:.0} s; figures in {}, chart in {}",
+        results.total_secs,
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(())
+}
+
+/// `--scale`: grow, time, judge, print, and write `scale.json` and `scale.svg`.
+fn run_scale(
+    args: &Args,
+    targets: &[Target],
+    skipped: Vec<String>,
+    notes: &[String],
+    base: &Path,
+    started: Instant,
+) -> BenchResult<()> {
+    let plan = scale::Plan::new(args.quick, args.runs, args.max_size)?;
+    let (mount, fs) = machine::filesystem(base);
+    let machine = machine::Machine::detect();
+    print_machine(
+        &format!(
+            "vgi-storage-bench --scale{}",
+            if args.quick { " --quick" } else { "" }
+        ),
+        targets,
+        notes,
+        &machine,
+        base,
+        &mount,
+        &fs,
+    );
+    let method = scale::method(&plan);
+    for line in &method {
+        println!("method:    {line}");
+    }
+    println!();
+    let (rows, verdicts, infos) = scale::measure(targets, &plan, base)?;
+    let results = scale::ScaleResults {
+        tool: "vgi-storage-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        mode: "scale",
+        quick: args.quick,
+        machine,
+        dir: base.display().to_string(),
+        dir_mount: mount,
+        dir_fs: fs,
+        plan,
+        method,
+        targets: infos,
+        skipped,
+        rows,
+        verdict_rule: scale::verdict_rule(),
+        verdicts,
+        total_secs: started.elapsed().as_secs_f64(),
+    };
+    println!(
+        "{}",
+        scale::table(
+            &results,
+            &[
+                scale::Axis::Entries,
+                scale::Axis::Scopes,
+                scale::Axis::Threads
+            ]
+        )
+    );
+    println!("verdict rule: {}", results.verdict_rule);
+    let bends: Vec<String> = results
+        .verdicts
+        .iter()
+        .filter(|v| v.bend.is_some())
+        .map(|v| format!("  {} {} ({:?}): {}", v.target, v.op, v.axis, v.text))
+        .collect();
+    if bends.is_empty() {
+        println!("verdict: every curve stays flat or grows no faster than log n");
+    } else {
+        println!(
+            "verdict: {} of {} curves bend:",
+            bends.len(),
+            results.verdicts.len()
+        );
+        for b in &bends {
+            println!("{b}");
+        }
+    }
+    for s in &results.skipped {
+        println!("skipped: {s}");
+    }
+    let stem = if args.quick { "scale-quick" } else { "scale" };
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.json")));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.svg")));
+    write_file(&json_path, &serde_json::to_string_pretty(&results)?)?;
+    write_file(&svg_path, &chart::svg(&results))?;
     println!(
         "total {:.0} s; figures in {}, chart in {}",
         results.total_secs,
@@ -313,30 +442,18 @@ fn print_header(
     mount: &str,
     fs: &str,
 ) {
-    println!(
-        "vgi-storage-bench{}",
-        if args.quick { " --quick" } else { "" }
+    print_machine(
+        &format!(
+            "vgi-storage-bench{}",
+            if args.quick { " --quick" } else { "" }
+        ),
+        targets,
+        notes,
+        machine,
+        base,
+        mount,
+        fs,
     );
-    println!(
-        "machine:   {} ({} cores, {:.1} GiB memory, {})",
-        machine.cpu, machine.cores, machine.memory_gib, machine.os
-    );
-    let tmpfs = if fs == "tmpfs" {
-        "tmpfs: memory, fsync is free"
-    } else {
-        "not tmpfs: fsync reaches the device"
-    };
-    println!(
-        "directory: {} ({fs} mounted at {mount}; {tmpfs}; set {DIR_VAR} to choose)",
-        base.display()
-    );
-    println!("durability:");
-    for t in targets {
-        println!("  {:<11} {}", t.name, t.durability);
-    }
-    for note in notes {
-        println!("{note}");
-    }
     let fast = targets
         .iter()
         .filter(|t| !t.fsync_per_commit)
@@ -357,6 +474,40 @@ fn print_header(
         }
     }
     println!();
+}
+
+/// The header both modes print: the title, the machine, the directory, each
+/// target's durability and the notes.
+fn print_machine(
+    title: &str,
+    targets: &[Target],
+    notes: &[String],
+    machine: &machine::Machine,
+    base: &Path,
+    mount: &str,
+    fs: &str,
+) {
+    println!("{title}");
+    println!(
+        "machine:   {} ({} cores, {:.1} GiB memory, {})",
+        machine.cpu, machine.cores, machine.memory_gib, machine.os
+    );
+    let tmpfs = if fs == "tmpfs" {
+        "tmpfs: memory, fsync is free"
+    } else {
+        "not tmpfs: fsync reaches the device"
+    };
+    println!(
+        "directory: {} ({fs} mounted at {mount}; {tmpfs}; set {DIR_VAR} to choose)",
+        base.display()
+    );
+    println!("durability:");
+    for t in targets {
+        println!("  {:<11} {}", t.name, t.durability);
+    }
+    for note in notes {
+        println!("{note}");
+    }
 }
 
 fn sizes_for_kind(args: &Args, fsync_per_commit: bool) -> Sizes {
