@@ -153,14 +153,14 @@ fn run(args: Args) -> BenchResult<()> {
         targets.retain(|t| only.iter().any(|n| n == t.name));
     }
     if args.scale {
+        if args.only.is_none() {
+            targets.retain(|t| scale::DEFAULT_TARGETS.contains(&t.name));
+        }
         if let Some(bad) = targets.iter().find(|t| scale::REFUSED.contains(&t.name)) {
             bail!(
                 "--scale: `{}` cannot run there: it has no batched write to grow a store with",
                 bad.name
             );
-        }
-        if args.only.is_none() {
-            targets.retain(|t| scale::DEFAULT_TARGETS.contains(&t.name));
         }
     }
     let mut skipped = skipped;
