@@ -130,7 +130,7 @@ fn style(ceiling: bool) -> (&'static str, &'static str) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one panel, top to bottom
 fn panel(s: &mut String, r: &ScaleResults, op: &str, label: &str, axis: Axis, x0: f64, y0: f64) {
     let xs: &[usize] = match axis {
         Axis::Entries => &r.plan.entries,

@@ -139,7 +139,7 @@ fn default_out() -> PathBuf {
 
 fn run(args: Args) -> BenchResult<()> {
     let started = Instant::now();
-    let (mut targets, skipped) = targets::available();
+    let (mut targets, mut skipped) = targets::available();
     if let Some(only) = &args.only {
         if only.iter().any(|n| n == "broken-queue") {
             targets.push(targets::broken_queue());
@@ -152,18 +152,7 @@ fn run(args: Args) -> BenchResult<()> {
         }
         targets.retain(|t| only.iter().any(|n| n == t.name));
     }
-    if args.scale {
-        if args.only.is_none() {
-            targets.retain(|t| scale::DEFAULT_TARGETS.contains(&t.name));
-        }
-        if let Some(bad) = targets.iter().find(|t| scale::REFUSED.contains(&t.name)) {
-            bail!(
-                "--scale: `{}` cannot run there: it has no batched write to grow a store with",
-                bad.name
-            );
-        }
-    }
-    let mut skipped = skipped;
+    scale::select(&mut targets, args.scale, args.only.is_some())?;
     let mut notes = Vec::new();
     let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
     if targets.iter().any(|t| needs_pg(t.name)) {
@@ -184,17 +173,7 @@ fn run(args: Args) -> BenchResult<()> {
         }
     }
 
-    let base = match std::env::var_os(DIR_VAR) {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
-            tempfile::Builder::new()
-                .prefix("vgi-bench-")
-                .tempdir_in(&dir)?
-        }
-        None => tempfile::Builder::new().prefix("vgi-bench-").tempdir()?,
-    };
+    let base = store_dir()?;
     let (mount, fs) = machine::filesystem(base.path());
     let machine = machine::Machine::detect();
 
@@ -253,6 +232,21 @@ fn run(args: Args) -> BenchResult<()> {
         svg_path.display()
     );
     Ok(())
+}
+
+/// A fresh temp dir for the stores, inside `VGI_BENCH_DIR` when set.
+fn store_dir() -> BenchResult<tempfile::TempDir> {
+    Ok(match std::env::var_os(DIR_VAR) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
+            tempfile::Builder::new()
+                .prefix("vgi-bench-")
+                .tempdir_in(&dir)?
+        }
+        None => tempfile::Builder::new().prefix("vgi-bench-").tempdir()?,
+    })
 }
 
 /// `--scale`: grow, time, judge, print, and write `scale.json` and `scale.svg`.

@@ -36,6 +36,24 @@ pub(crate) const DEFAULT_TARGETS: &[&str] = &[
     "raw-redb",
 ];
 
+/// Narrow `targets` for `--scale`: without `--only` to [`DEFAULT_TARGETS`];
+/// refuse a target it cannot grow. Does nothing without `--scale`.
+pub(crate) fn select(targets: &mut Vec<Target>, scale: bool, only: bool) -> BenchResult<()> {
+    if !scale {
+        return Ok(());
+    }
+    if !only {
+        targets.retain(|t| DEFAULT_TARGETS.contains(&t.name));
+    }
+    if let Some(bad) = targets.iter().find(|t| REFUSED.contains(&t.name)) {
+        bail!(
+            "--scale: `{}` cannot run there: it has no batched write to grow a store with",
+            bad.name
+        );
+    }
+    Ok(())
+}
+
 /// Targets `--scale` refuses: no batched write to grow a store to a million
 /// entries with, or not a store worth a curve.
 pub(crate) const REFUSED: &[&str] = &["raw-postgres", "broken-queue"];
@@ -250,7 +268,7 @@ pub(crate) struct Row {
 
 /// The slope of log(cost) against log(x) between two neighbouring points.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Slope {
+pub(crate) struct SlopeStep {
     pub(crate) from: usize,
     pub(crate) to: usize,
     pub(crate) slope: f64,
@@ -266,9 +284,10 @@ pub(crate) struct Verdict {
     pub(crate) axis: Axis,
     /// Least-squares slope of log(ns/op) against log(x) over every point.
     pub(crate) fit_slope: f64,
-    pub(crate) slopes: Vec<Slope>,
+    pub(crate) slopes: Vec<SlopeStep>,
     /// `flat` (flat or at most log n) or `bends`.
-    pub(crate) verdict: &'static str,
+    #[serde(rename = "verdict")]
+    pub(crate) outcome: &'static str,
     /// The first step that bends: `[from, to]`.
     pub(crate) bend: Option<[usize; 2]>,
     pub(crate) text: String,
@@ -367,7 +386,7 @@ struct Live {
     scopes: SharedStorage,
     clock: ManualClock,
     /// The live scopes' stamp.
-    live_at: i64,
+    stamp: i64,
     kv: usize,
     ids: Vec<i64>,
     /// Items in the queue, and the next item's number.
@@ -479,8 +498,8 @@ where
             })
             .collect()
     });
-    let mut first: Option<Instant> = None;
-    let mut last: Option<Instant> = None;
+    let mut start: Option<Instant> = None;
+    let mut end: Option<Instant> = None;
     let mut sample = RunSample {
         ns_per_op: 0.0,
         lat_ns: Vec::with_capacity(total),
@@ -488,12 +507,12 @@ where
     let mut tokens = Vec::with_capacity(total);
     for part in parts {
         let (began, ended, lat, tok) = part?;
-        first = Some(first.map_or(began, |f| f.min(began)));
-        last = Some(last.map_or(ended, |l| l.max(ended)));
+        start = Some(start.map_or(began, |f| f.min(began)));
+        end = Some(end.map_or(ended, |l| l.max(ended)));
         sample.lat_ns.extend(lat);
         tokens.extend(tok);
     }
-    let wall = match (first, last) {
+    let wall = match (start, end) {
         (Some(f), Some(l)) => l.saturating_duration_since(f).as_nanos() as f64,
         _ => 0.0,
     };
@@ -510,7 +529,7 @@ impl Live {
             .prefix(&format!("{}-scopes", target.name))
             .tempdir_in(base)?;
         let clock = ManualClock::starting_now();
-        let live_at = vgi_storage::Clock::now_millis(&clock);
+        let stamp = vgi_storage::Clock::now_millis(&clock);
         let data = target.open(data_dir.path(), system_clock())?;
         let scopes = target.open(scopes_dir.path(), Arc::new(clock.clone()))?;
         Ok(Self {
@@ -519,7 +538,7 @@ impl Live {
             data,
             scopes,
             clock,
-            live_at,
+            stamp,
             kv: 0,
             ids: Vec::new(),
             queued: 0,
@@ -578,7 +597,7 @@ impl Live {
 
     /// Grow the scopes store to `n` live scopes, from several threads.
     fn grow_scopes(&mut self, n: usize) -> BenchResult<()> {
-        self.clock.set(self.live_at);
+        self.clock.set(self.stamp);
         let from = self.scope_count;
         let store = &self.scopes;
         timed(GROW_THREADS, n.saturating_sub(from), |_, i| {
@@ -683,14 +702,14 @@ impl Live {
     fn measure_scopes(&mut self, plan: &Plan, x: usize) -> BenchResult<()> {
         let k = plan.stale_for(&self.target);
         let age = i64::try_from(AGE.as_millis()).unwrap_or(i64::MAX);
-        self.clock.set(self.live_at - age);
+        self.clock.set(self.stamp - age);
         let first = self.stale_made;
         let store = Arc::clone(&self.scopes);
         let made = timed(1, k, |_, i| {
             store.kv_put(format!("stale-{:08}", first + i).as_bytes(), b"k", b"stale")?;
             Ok(0)
         });
-        self.clock.set(self.live_at);
+        self.clock.set(self.stamp);
         let (s, _) = made?;
         self.stale_made += k;
         self.record("scope.create", Axis::Scopes, x, k, s);
@@ -760,12 +779,12 @@ pub(crate) fn judge(target: &str, op: &'static str, axis: Axis, rows: &[&Row]) -
         let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
         if sxx > 0.0 { sxy / sxx } else { 0.0 }
     };
-    let slopes: Vec<Slope> = rows
+    let slopes: Vec<SlopeStep> = rows
         .windows(2)
         .filter(|w| w[0].ns_per_op > 0.0 && w[1].x > w[0].x)
         .map(|w| {
             let ratio = w[1].ns_per_op / w[0].ns_per_op;
-            Slope {
+            SlopeStep {
                 from: w[0].x,
                 to: w[1].x,
                 slope: ratio.log10() / (w[1].x as f64 / w[0].x as f64).log10(),
@@ -781,7 +800,7 @@ pub(crate) fn judge(target: &str, op: &'static str, axis: Axis, rows: &[&Row]) -
         .map(|s| format!("{:.2}", s.slope))
         .collect::<Vec<_>>()
         .join(", ");
-    let (verdict, text) = match bend {
+    let (outcome, text) = match bend {
         None => (
             "flat",
             format!("flat or at most log n (fit slope {fit_slope:.2}; steps {steps})"),
@@ -808,7 +827,7 @@ pub(crate) fn judge(target: &str, op: &'static str, axis: Axis, rows: &[&Row]) -
         axis,
         fit_slope,
         slopes: slopes.clone(),
-        verdict,
+        outcome,
         bend: bend.map(|s| [s.from, s.to]),
         text,
     }
@@ -816,9 +835,9 @@ pub(crate) fn judge(target: &str, op: &'static str, axis: Axis, rows: &[&Row]) -
 
 /// A size, short: 100, 10k, 1M.
 pub(crate) fn short(n: usize) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n >= 1_000 && n % 1_000 == 0 {
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()

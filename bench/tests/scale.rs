@@ -10,6 +10,7 @@ const SIZE_OPS: [&str; 5] = ["kv.get", "kv.put", "log.append", "log.scan", "queu
 const SCOPE_OPS: [&str; 2] = ["scope.create", "scope.gc"];
 
 #[test]
+#[allow(clippy::too_many_lines)] // one run, checked curve by curve
 fn scale_quick_writes_every_row_and_a_verdict_per_curve() -> TestResult {
     let dir = tempfile::tempdir()?;
     let out = Command::new(env!("CARGO_BIN_EXE_vgi-storage-bench"))
