@@ -1027,3 +1027,77 @@ pub(crate) fn verdict_rule() -> String {
          the runs' wall time per call"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(points: &[(usize, f64)]) -> Vec<Row> {
+        points
+            .iter()
+            .map(|&(x, ns)| Row {
+                target: "t".to_owned(),
+                op: "kv.get",
+                axis: Axis::Entries,
+                x,
+                ops: 1,
+                ns_per_op: ns,
+                runs_ns_per_op: vec![ns],
+                p50_ns: 0,
+                p99_ns: 0,
+            })
+            .collect()
+    }
+
+    fn verdict(points: &[(usize, f64)]) -> Verdict {
+        let rows = curve(points);
+        let refs: Vec<&Row> = rows.iter().collect();
+        judge("t", "kv.get", Axis::Entries, &refs)
+    }
+
+    #[test]
+    fn a_log_n_curve_is_flat() {
+        // cost proportional to log10(n): 4, 5, 6.
+        let v = verdict(&[(10_000, 400.0), (100_000, 500.0), (1_000_000, 600.0)]);
+        assert_eq!(v.outcome, "flat", "{}", v.text);
+        assert!(v.bend.is_none());
+        assert!(
+            v.fit_slope > 0.0 && v.fit_slope < SLOPE_LIMIT,
+            "{}",
+            v.fit_slope
+        );
+    }
+
+    #[test]
+    fn a_linear_step_is_named_as_the_bend() {
+        let v = verdict(&[(10_000, 400.0), (100_000, 420.0), (1_000_000, 4_200.0)]);
+        assert_eq!(v.outcome, "bends");
+        assert_eq!(v.bend, Some([100_000, 1_000_000]));
+        assert!((v.slopes[1].slope - 1.0).abs() < 1e-9);
+        assert!(v.text.contains("100k to 1M"), "{}", v.text);
+    }
+
+    #[test]
+    fn a_small_rise_over_a_short_step_is_noise_not_a_bend() {
+        // 1 -> 2 threads: slope 0.26 but only 1.2x, under the noise ratio.
+        let v = verdict(&[(1, 1_000.0), (2, 1_200.0), (4, 1_100.0)]);
+        assert_eq!(v.outcome, "flat", "{}", v.text);
+    }
+
+    #[test]
+    fn sizes_print_short() {
+        assert_eq!(short(1_000_000), "1M");
+        assert_eq!(short(10_000), "10k");
+        assert_eq!(short(1_500), "1500");
+        assert_eq!(short(8), "8");
+    }
+
+    #[test]
+    fn max_size_drops_the_larger_sizes() -> BenchResult<()> {
+        let plan = Plan::new(false, None, Some(100_000))?;
+        assert_eq!(plan.entries, [10_000, 100_000]);
+        assert_eq!(plan.scopes, [1_000, 10_000, 100_000]);
+        assert!(Plan::new(false, None, Some(999)).is_err());
+        Ok(())
+    }
+}
