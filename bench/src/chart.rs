@@ -61,7 +61,7 @@ pub(crate) fn svg(r: &ScaleResults) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
-        "vgi-storage-bench --scale{}: ns per op (median of {} runs), log-log; {} ({} cores), stores on {} at {}",
+        "vgi-storage-bench --scale{}: cost per op, log-log ({} runs); {} ({} cores), stores on {} at {}",
         if r.quick { " --quick" } else { "" },
         r.plan.runs,
         r.machine.cpu,
@@ -90,17 +90,17 @@ pub(crate) fn svg(r: &ScaleResults) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<text x="10" y="54" fill="#666">stores grown untimed with batched writes; a fixed sample of single calls timed at each size; "bends" = a step with log-log slope above 0.15 and cost up more than 1.25x</text>"##
+        r##"<text x="10" y="54" fill="#666">stores grown untimed with batched writes; a fixed sample of single calls timed at each size; "bends" = a step with log-log slope above 0.15 and cost up more than 1.25x (1.5x for threads)</text>"##
     );
 
     let mut y = top;
     for (heading, ops) in [
         (
-            "cost against store size (entries, or scopes for the last two)",
+            "p50 per call against store size (entries; scopes for the last two, gc per scope removed)",
             &size_ops,
         ),
         (
-            "cost against threads, on the stores at their largest size (wall time per op)",
+            "wall time per op against threads, on the stores at their largest size",
             &thread_ops,
         ),
     ] {
@@ -151,8 +151,8 @@ fn panel(s: &mut String, r: &ScaleResults, op: &str, label: &str, axis: Axis, x0
     let values: Vec<f64> = r
         .rows
         .iter()
-        .filter(|row| row.op == op && row.axis == axis && row.ns_per_op > 0.0)
-        .map(|row| row.ns_per_op)
+        .filter(|row| row.op == op && row.axis == axis && row.cost_ns > 0.0)
+        .map(|row| row.cost_ns)
         .collect();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(0.0_f64, f64::max);
@@ -222,7 +222,7 @@ fn panel(s: &mut String, r: &ScaleResults, op: &str, label: &str, axis: Axis, x0
         let (dash, opacity) = style(t.ceiling_of.is_some());
         let points: Vec<String> = curve
             .iter()
-            .map(|row| format!("{:.1},{:.1}", p.px(row.x as f64), p.py(row.ns_per_op)))
+            .map(|row| format!("{:.1},{:.1}", p.px(row.x as f64), p.py(row.cost_ns)))
             .collect();
         let _ = writeln!(
             s,
@@ -232,12 +232,13 @@ fn panel(s: &mut String, r: &ScaleResults, op: &str, label: &str, axis: Axis, x0
         for row in &curve {
             let _ = writeln!(
                 s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{c}" fill-opacity="{opacity}"><title>{} {} at {}: {}/op (p50 {}, p99 {})</title></circle>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{c}" fill-opacity="{opacity}"><title>{} {} at {}: {} judged; {}/op wall (p50 {}, p99 {})</title></circle>"#,
                 p.px(row.x as f64),
-                p.py(row.ns_per_op),
+                p.py(row.cost_ns),
                 esc(&t.name),
                 esc(label),
                 short(row.x),
+                latency(row.cost_ns.round() as u64),
                 latency(row.ns_per_op.round() as u64),
                 latency(row.p50_ns),
                 latency(row.p99_ns)
