@@ -55,8 +55,9 @@ Environment:
                  end (default: the system temp dir). tmpfs and a disk differ by orders of
                  magnitude for the durable backends
 
-Results go to target/bench-results/ by default. The committed figures in bench/results/
-are a deliberate copy: to update them, run the full comparison with --out bench/results.";
+Results go to target/bench-results/ by default (latest.*, or scale.* with --scale). The
+committed figures in bench/results/ are a deliberate copy: to update them, run the full
+comparison (or --scale) with --out bench/results.";
 
 /// Runs every workload against every compiled-in backend and its raw-engine
 /// ceiling, prints a table with a column per backend, and writes every figure
