@@ -119,7 +119,7 @@ impl Plan {
                 stale: 100,
                 fsync_stale: 10,
                 batch: 1_000,
-                fsync_max_scopes: None,
+                fsync_max_scopes: Some(1_000),
             }
         } else {
             Self {
