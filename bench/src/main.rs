@@ -3,11 +3,13 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod ceiling;
+mod chart;
 mod child;
 mod faulty;
 mod machine;
 mod pg;
 mod report;
+mod scale;
 mod stats;
 mod targets;
 mod worker;
@@ -53,8 +55,9 @@ Environment:
                  end (default: the system temp dir). tmpfs and a disk differ by orders of
                  magnitude for the durable backends
 
-Results go to target/bench-results/ by default. The committed figures in bench/results/
-are a deliberate copy: to update them, run the full comparison with --out bench/results.";
+Results go to target/bench-results/ by default (latest.*, or scale.* with --scale). The
+committed figures in bench/results/ are a deliberate copy: to update them, run the full
+comparison (or --scale) with --out bench/results.";
 
 /// Runs every workload against every compiled-in backend and its raw-engine
 /// ceiling, prints a table with a column per backend, and writes every figure
@@ -87,6 +90,17 @@ struct Args {
     /// Write the chart to this file instead of DIR/latest.svg
     #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
+    /// Cost curves instead of the comparison: ns per call of get, put, append,
+    /// scan page, pop, scope creation and gc as the store grows (10k, 100k, 1M
+    /// entries; 1k, 10k, 100k scopes) and as threads grow (1, 2, 4, 8), with a
+    /// verdict per curve (flat, or where it bends). Writes scale.json and
+    /// scale.svg (scale-quick.* with --quick); about 15 minutes, --quick well
+    /// under one
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: leave out every size above N (entries and scopes)
+    #[arg(long, value_name = "N", requires = "scale")]
+    max_size: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -126,7 +140,7 @@ fn default_out() -> PathBuf {
 
 fn run(args: Args) -> BenchResult<()> {
     let started = Instant::now();
-    let (mut targets, skipped) = targets::available();
+    let (mut targets, mut skipped) = targets::available();
     if let Some(only) = &args.only {
         if only.iter().any(|n| n == "broken-queue") {
             targets.push(targets::broken_queue());
@@ -139,7 +153,7 @@ fn run(args: Args) -> BenchResult<()> {
         }
         targets.retain(|t| only.iter().any(|n| n == t.name));
     }
-    let mut skipped = skipped;
+    scale::select(&mut targets, args.scale, args.only.is_some())?;
     let mut notes = Vec::new();
     let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
     if targets.iter().any(|t| needs_pg(t.name)) {
@@ -160,21 +174,14 @@ fn run(args: Args) -> BenchResult<()> {
         }
     }
 
-    let base = match std::env::var_os(DIR_VAR) {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
-            tempfile::Builder::new()
-                .prefix("vgi-bench-")
-                .tempdir_in(&dir)?
-        }
-        None => tempfile::Builder::new().prefix("vgi-bench-").tempdir()?,
-    };
+    let base = store_dir()?;
     let (mount, fs) = machine::filesystem(base.path());
     let machine = machine::Machine::detect();
 
     notes.extend(skipped.iter().map(|s| format!("skipped:   {s}")));
+    if args.scale {
+        return run_scale(&args, &targets, skipped, &notes, base.path(), started);
+    }
     print_header(&args, &targets, &notes, &machine, base.path(), &mount, &fs);
     let (figures, infos) = measure(&targets, &args, base.path())?;
     let results = Results {
@@ -219,6 +226,123 @@ fn run(args: Args) -> BenchResult<()> {
     }
     write_file(&json_path, &serde_json::to_string_pretty(&json)?)?;
     write_file(&svg_path, &report::svg(&results))?;
+    println!(
+        "total {:.0} s; figures in {}, chart in {}",
+        results.total_secs,
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(())
+}
+
+/// A fresh temp dir for the stores, inside `VGI_BENCH_DIR` when set.
+fn store_dir() -> BenchResult<tempfile::TempDir> {
+    Ok(match std::env::var_os(DIR_VAR) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
+            tempfile::Builder::new()
+                .prefix("vgi-bench-")
+                .tempdir_in(&dir)?
+        }
+        None => tempfile::Builder::new().prefix("vgi-bench-").tempdir()?,
+    })
+}
+
+/// `--scale`: grow, time, judge, print, and write `scale.json` and `scale.svg`.
+fn run_scale(
+    args: &Args,
+    targets: &[Target],
+    skipped: Vec<String>,
+    notes: &[String],
+    base: &Path,
+    started: Instant,
+) -> BenchResult<()> {
+    let plan = scale::Plan::new(args.quick, args.runs, args.max_size)?;
+    let (mount, fs) = machine::filesystem(base);
+    let machine = machine::Machine::detect();
+    print_machine(
+        &format!(
+            "vgi-storage-bench --scale{}",
+            if args.quick { " --quick" } else { "" }
+        ),
+        targets,
+        notes,
+        &machine,
+        base,
+        &mount,
+        &fs,
+    );
+    let method = scale::method(&plan);
+    for line in &method {
+        println!("method:    {line}");
+    }
+    println!();
+    let (rows, verdicts, infos) = scale::measure(targets, &plan, base)?;
+    let results = scale::ScaleResults {
+        tool: "vgi-storage-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        mode: "scale",
+        quick: args.quick,
+        machine,
+        dir: base.display().to_string(),
+        dir_mount: mount,
+        dir_fs: fs,
+        plan,
+        method,
+        targets: infos,
+        skipped,
+        rows,
+        verdict_rule: scale::verdict_rule(),
+        verdicts,
+        total_secs: started.elapsed().as_secs_f64(),
+    };
+    println!(
+        "{}",
+        scale::table(
+            &results,
+            &[
+                scale::Axis::Entries,
+                scale::Axis::Scopes,
+                scale::Axis::Threads
+            ]
+        )
+    );
+    println!("verdict rule: {}", results.verdict_rule);
+    let bends: Vec<String> = results
+        .verdicts
+        .iter()
+        .filter(|v| v.bend.is_some())
+        .map(|v| format!("  {} {} ({:?}): {}", v.target, v.op, v.axis, v.text))
+        .collect();
+    if bends.is_empty() {
+        println!("verdict: every curve stays flat or grows no faster than log n");
+    } else {
+        println!(
+            "verdict: {} of {} curves bend:",
+            bends.len(),
+            results.verdicts.len()
+        );
+        for b in &bends {
+            println!("{b}");
+        }
+    }
+    for s in &results.skipped {
+        println!("skipped: {s}");
+    }
+    let stem = if args.quick { "scale-quick" } else { "scale" };
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.json")));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.svg")));
+    write_file(&json_path, &serde_json::to_string_pretty(&results)?)?;
+    write_file(&svg_path, &chart::svg(&results))?;
     println!(
         "total {:.0} s; figures in {}, chart in {}",
         results.total_secs,
@@ -313,30 +437,18 @@ fn print_header(
     mount: &str,
     fs: &str,
 ) {
-    println!(
-        "vgi-storage-bench{}",
-        if args.quick { " --quick" } else { "" }
+    print_machine(
+        &format!(
+            "vgi-storage-bench{}",
+            if args.quick { " --quick" } else { "" }
+        ),
+        targets,
+        notes,
+        machine,
+        base,
+        mount,
+        fs,
     );
-    println!(
-        "machine:   {} ({} cores, {:.1} GiB memory, {})",
-        machine.cpu, machine.cores, machine.memory_gib, machine.os
-    );
-    let tmpfs = if fs == "tmpfs" {
-        "tmpfs: memory, fsync is free"
-    } else {
-        "not tmpfs: fsync reaches the device"
-    };
-    println!(
-        "directory: {} ({fs} mounted at {mount}; {tmpfs}; set {DIR_VAR} to choose)",
-        base.display()
-    );
-    println!("durability:");
-    for t in targets {
-        println!("  {:<11} {}", t.name, t.durability);
-    }
-    for note in notes {
-        println!("{note}");
-    }
     let fast = targets
         .iter()
         .filter(|t| !t.fsync_per_commit)
@@ -357,6 +469,40 @@ fn print_header(
         }
     }
     println!();
+}
+
+/// The header both modes print: the title, the machine, the directory, each
+/// target's durability and the notes.
+fn print_machine(
+    title: &str,
+    targets: &[Target],
+    notes: &[String],
+    machine: &machine::Machine,
+    base: &Path,
+    mount: &str,
+    fs: &str,
+) {
+    println!("{title}");
+    println!(
+        "machine:   {} ({} cores, {:.1} GiB memory, {})",
+        machine.cpu, machine.cores, machine.memory_gib, machine.os
+    );
+    let tmpfs = if fs == "tmpfs" {
+        "tmpfs: memory, fsync is free"
+    } else {
+        "not tmpfs: fsync reaches the device"
+    };
+    println!(
+        "directory: {} ({fs} mounted at {mount}; {tmpfs}; set {DIR_VAR} to choose)",
+        base.display()
+    );
+    println!("durability:");
+    for t in targets {
+        println!("  {:<11} {}", t.name, t.durability);
+    }
+    for note in notes {
+        println!("{note}");
+    }
 }
 
 fn sizes_for_kind(args: &Args, fsync_per_commit: bool) -> Sizes {

@@ -238,7 +238,7 @@ pub(crate) fn ratio_map(r: &Results) -> BTreeMap<String, BTreeMap<String, f64>> 
 }
 
 /// A power of ten, short: 1, 10, 100, 1k ... 100M.
-fn decade(d: i32) -> String {
+pub(crate) fn decade(d: i32) -> String {
     let suffix = ["", "k", "M", "G", "T"];
     let (group, rest) = (d.div_euclid(3), d.rem_euclid(3));
     match suffix.get(group as usize) {
@@ -254,7 +254,7 @@ const COLORS: [(&str, &str); 4] = [
     ("postgres", "#e15759"),
 ];
 
-fn color(target: &str, ceiling_of: Option<&str>) -> &'static str {
+pub(crate) fn color(target: &str, ceiling_of: Option<&str>) -> &'static str {
     let base = ceiling_of.unwrap_or(target);
     COLORS
         .iter()
@@ -262,7 +262,7 @@ fn color(target: &str, ceiling_of: Option<&str>) -> &'static str {
         .map_or("#999999", |(_, c)| c)
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -178,6 +178,50 @@ impl FunctionStorage for RawRedb {
         })
     }
 
+    /// One transaction (one fsync) for the whole batch, as the backend does:
+    /// `--scale` grows its stores with batches.
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("append_batch", |tx| {
+            let mut ids = Vec::with_capacity(values.len());
+            {
+                let mut log = tx.open_table(LOG)?;
+                for value in values {
+                    let id = next(tx, "id")? as i64;
+                    log.insert((scope, ns, key, id), value.as_slice())?;
+                    ids.push(id);
+                }
+            }
+            self.touch(tx, scope)?;
+            Ok((ids, true))
+        })
+    }
+
+    /// One transaction (one fsync) for the whole batch, as the backend does.
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write("kv_put_batch", |tx| {
+            {
+                let mut kv = tx.open_table(KV)?;
+                for (key, value) in entries {
+                    kv.insert((scope, key.as_slice()), value.as_slice())?;
+                }
+            }
+            self.touch(tx, scope)?;
+            Ok(((), true))
+        })
+    }
+
     fn scan(
         &self,
         scope: &[u8],

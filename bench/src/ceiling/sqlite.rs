@@ -168,6 +168,56 @@ impl FunctionStorage for RawSqlite {
         })
     }
 
+    /// One transaction for the whole batch, as the backend does: `--scale`
+    /// grows its stores with batches.
+    fn append_batch(
+        &self,
+        scope: &[u8],
+        ns: &[u8],
+        key: &[u8],
+        values: &[Vec<u8>],
+    ) -> Result<Vec<i64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        self.with("append_batch", |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(values.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO log(scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for value in values {
+                    insert.execute(params![scope, ns, key, value])?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.prepare_cached(TOUCH)?.execute(params![scope, now])?;
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// One transaction for the whole batch, as the backend does.
+    fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        self.with("kv_put_batch", |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut put = tx.prepare_cached(KV_PUT)?;
+                for (key, value) in entries {
+                    put.execute(params![scope, key, value])?;
+                }
+            }
+            tx.prepare_cached(TOUCH)?.execute(params![scope, now])?;
+            tx.commit()
+        })
+    }
+
     fn scan(
         &self,
         scope: &[u8],
