@@ -219,7 +219,7 @@ fn gets(store: &dyn FunctionStorage, seed: u64) -> Result<usize> {
 }
 
 fn paged_scans(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
-    let n = store.scan_all(b"scope", b"ns", b"log", -1, PAGE)?.len();
+    let n = store.scan_all(b"scope", b"ns", b"log-mt", -1, PAGE)?.len();
     assert_eq!(n, N);
     Ok(n)
 }
@@ -315,10 +315,14 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
             assert_eq!(n, BIG_N);
             Ok((rate(n, start), None))
         }),
-        ("scan 10k x 1 KiB, pages of 100, 2 threads (total)", "", |e| {
-            fill_log(&*e.store, b"log", N, VALUE)?;
-            Ok((threads2(&e.store, paged_scans)?, None))
-        }),
+        (
+            "scan 10k x 1 KiB, pages of 100, 2 threads (total)",
+            "",
+            |e| {
+                fill_log(&*e.store, b"log-mt", N, VALUE)?;
+                Ok((threads2(&e.store, paged_scans)?, None))
+            },
+        ),
         ("queue_push, one call of 10k items", ">= 2x", |e| {
             let items = items();
             let start = Instant::now();
@@ -390,8 +394,10 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
                         e.store.kv_put(&scope, &key(k), &small)?;
                         e.store.append(&scope, b"ns", b"log", &entry)?;
                     }
-                    e.store.queue_push(&scope, &[small.clone(), small.clone()])?;
-                    e.store.queue_push(&scope, &[small.clone(), small.clone()])?;
+                    e.store
+                        .queue_push(&scope, &[small.clone(), small.clone()])?;
+                    e.store
+                        .queue_push(&scope, &[small.clone(), small.clone()])?;
                 }
                 let start = Instant::now();
                 for i in 0..CLEAR_SCOPES {

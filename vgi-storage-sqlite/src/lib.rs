@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod inspect;
+mod read;
 mod schema;
 mod storage;
 mod turn;

@@ -2,7 +2,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -16,6 +17,7 @@ use vgi_storage_core::{
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
 use crate::inspect;
+use crate::read::{ReadPool, WaitingWriter};
 use crate::schema;
 use crate::turn::Turn;
 
@@ -89,6 +91,7 @@ pub struct SqliteStorage {
     writer: Mutex<Connection>,
     turn: TurnSlot,
     readers: ReadPool,
+    writers_waiting: AtomicUsize,
     max_value_len: usize,
 }
 
@@ -166,6 +169,7 @@ impl SqliteStorage {
             turn,
             max_value_len: options.max_value_len,
             readers: ReadPool::new(path.clone(), options),
+            writers_waiting: AtomicUsize::new(0),
             name,
             path,
             clock,
@@ -174,6 +178,8 @@ impl SqliteStorage {
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
+        // Reads borrow the write connection only while no writer waits for it.
+        let _waiting = WaitingWriter::new(&self.writers_waiting);
         // A panic inside a call leaves no transaction open (the guard rolls it
         // back while unwinding), so a poisoned connection is still usable.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -216,18 +222,17 @@ impl SqliteStorage {
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
-    /// Run `f` on a read connection (or the write connection when there is no pool).
+    /// Run `f` on the write connection when it is idle (its page cache holds
+    /// what this process wrote), else on a read connection: see [`ReadPool::with`].
     fn read<T>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let result = if self.readers.max == 0 {
-            f(&self.writer())
-        } else {
-            self.readers.with(f)
-        }
-        .map_err(Failed::from);
+        let result = self
+            .readers
+            .with(&self.writer, &self.writers_waiting, f)
+            .map_err(Failed::from);
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
@@ -305,7 +310,7 @@ fn check_private(name: &str, path: &Path) -> Result<()> {
 ///
 /// `turn` is given for the write connection only: its busy handler announces
 /// the wait to other processes' writers.
-fn connect(
+pub(crate) fn connect(
     path: &Path,
     options: &Options,
     query_only: bool,
@@ -515,70 +520,6 @@ impl Drop for Rollback<'_> {
         if !self.0.is_autocommit() {
             let _ = self.0.execute_batch("ROLLBACK");
         }
-    }
-}
-
-/// Read connections, opened as needed up to `max`, each used by one call at a time.
-struct ReadPool {
-    path: PathBuf,
-    options: Options,
-    max: usize,
-    state: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<Connection>,
-    open: usize,
-}
-
-impl ReadPool {
-    fn new(path: PathBuf, options: Options) -> Self {
-        Self {
-            max: options.read_connections,
-            path,
-            options,
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        let conn = {
-            let mut state = self.lock();
-            loop {
-                if let Some(conn) = state.idle.pop() {
-                    break conn;
-                }
-                if state.open < self.max {
-                    state.open += 1;
-                    drop(state);
-                    match connect(&self.path, &self.options, true, None) {
-                        Ok(conn) => break conn,
-                        Err(e) => {
-                            self.lock().open -= 1;
-                            self.freed.notify_one();
-                            return Err(e);
-                        }
-                    }
-                }
-                state = self
-                    .freed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        let out = f(&conn);
-        self.lock().idle.push(conn);
-        self.freed.notify_one();
-        out
     }
 }
 
