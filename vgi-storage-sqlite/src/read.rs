@@ -68,20 +68,24 @@ impl ReadPool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Run `f`, which only reads, on the write connection `writer` when it is
-    /// free and no writer is waiting for it (`writers_waiting`), else on a
-    /// read connection (or, without a pool, on `writer` once it is free).
+    /// Run `f`, which only reads, on a read connection (or, without a pool, on
+    /// `writer` once it is free). With `borrow_writer`, first try `writer`
+    /// itself: taken when it is free and no writer is waiting for it
+    /// (`writers_waiting`).
     ///
     /// A writer that comes while `f` runs on `writer` waits for `f` to end,
     /// as it would for another writer: a read holds the write connection for
-    /// one statement, never across calls.
+    /// one statement, never across calls. So only the calls whose statement is
+    /// short and bounded by what the caller asked for (`kv_get`, `scan`)
+    /// borrow it, never a whole-file check.
     pub(crate) fn with<T>(
         &self,
         writer: &Mutex<Connection>,
         writers_waiting: &AtomicUsize,
+        borrow_writer: bool,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        if writers_waiting.load(Ordering::SeqCst) == 0 {
+        if borrow_writer && writers_waiting.load(Ordering::SeqCst) == 0 {
             match writer.try_lock() {
                 Ok(conn) => return f(&conn),
                 // A panic inside a call leaves no transaction open.

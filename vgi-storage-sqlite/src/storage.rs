@@ -222,16 +222,35 @@ impl SqliteStorage {
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
-    /// Run `f` on the write connection when it is idle (its page cache holds
-    /// what this process wrote), else on a read connection: see [`ReadPool::with`].
+    /// Run `f` on a read connection (or the write connection when there is no pool).
     fn read<T>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.read_on(operation, false, f)
+    }
+
+    /// Run `f`, one short read, on the write connection when it is idle (its
+    /// page cache holds what this process wrote), else as [`Self::read`]: see
+    /// [`ReadPool::with`].
+    fn read_warm<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.read_on(operation, true, f)
+    }
+
+    fn read_on<T>(
+        &self,
+        operation: &'static str,
+        borrow_writer: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let result = self
             .readers
-            .with(&self.writer, &self.writers_waiting, f)
+            .with(&self.writer, &self.writers_waiting, borrow_writer, f)
             .map_err(Failed::from);
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
@@ -606,7 +625,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read("kv_get", |conn| kv_get_on(conn, scope, key))
+        self.read_warm("kv_get", |conn| kv_get_on(conn, scope, key))
     }
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
@@ -710,7 +729,7 @@ impl FunctionStorage for SqliteStorage {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read("scan", |conn| {
+        self.read_warm("scan", |conn| {
             let mut stmt = conn.prepare_cached(LOG_SCAN)?;
             let rows = stmt.query_map(params![scope, ns, key, after_id, limit], |r| {
                 Ok(LogEntry {
