@@ -1,7 +1,10 @@
 //! Side-by-side measurement of `SqliteStorage` against a baseline written the
 //! way the reference implementation (vgi 0.5.0) works: one `Mutex<Connection>`,
 //! a second autocommit statement (the scope touch) per write, no statement
-//! cache, its `WITHOUT ROWID` kv schema, select-then-delete gc.
+//! cache, its `WITHOUT ROWID` kv schema, select-then-delete gc, and its default
+//! page cache (2 MB). Each scan row appends its own log and reads it straight
+//! back, as a buffering function's sink and source do, so the reference reads
+//! pages its one connection just wrote, as it does in a worker.
 //!
 //! Run with `cargo run --release -p vgi-storage-sqlite --example compare_reference`.
 //! `VGI_BENCH_DIR` picks the directory for the files (default: the temp dir);
