@@ -1,7 +1,10 @@
 //! Side-by-side measurement of `SqliteStorage` against a baseline written the
 //! way the reference implementation (vgi 0.5.0) works: one `Mutex<Connection>`,
 //! a second autocommit statement (the scope touch) per write, no statement
-//! cache, its `WITHOUT ROWID` kv schema, select-then-delete gc.
+//! cache, its `WITHOUT ROWID` kv schema, select-then-delete gc, and its default
+//! page cache (2 MB). Each scan row appends its own log and reads it straight
+//! back, as a buffering function's sink and source do, so the reference reads
+//! pages its one connection just wrote, as it does in a worker.
 //!
 //! Run with `cargo run --release -p vgi-storage-sqlite --example compare_reference`.
 //! `VGI_BENCH_DIR` picks the directory for the files (default: the temp dir);
@@ -32,6 +35,12 @@ const REFERENCE_SCHEMA: &str = include_str!("../tests/reference_schema.sql");
 const N: usize = 10_000;
 const VALUE: usize = 1024;
 const PAGE: usize = 100;
+/// Entries of the 64 KiB (Arrow-batch-sized) scan rows, and their page.
+const BIG_N: usize = 1000;
+const BIG: usize = 64 * 1024;
+const BIG_PAGE: usize = 16;
+/// Scopes of the clear row.
+const CLEAR_SCOPES: usize = 1000;
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -213,13 +222,26 @@ fn gets(store: &dyn FunctionStorage, seed: u64) -> Result<usize> {
 }
 
 fn paged_scans(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
-    let n = store.scan_all(b"scope", b"ns", b"log", -1, PAGE)?.len();
+    let n = store.scan_all(b"scope", b"ns", b"log-mt", -1, PAGE)?.len();
     assert_eq!(n, N);
     Ok(n)
 }
 
 fn pops(store: &dyn FunctionStorage, _: u64) -> Result<usize> {
     Ok(store.queue_drain(b"q")?.len())
+}
+
+/// Append `n` entries of `size` bytes to log `log` of scope `scope`, one call each.
+fn fill_log(store: &dyn FunctionStorage, log: &[u8], n: usize, size: usize) -> Result<()> {
+    let entry = vec![0xab; size];
+    for _ in 0..n {
+        store.append(b"scope", b"ns", log, &entry)?;
+    }
+    Ok(())
+}
+
+fn clear_scope(i: usize) -> Vec<u8> {
+    format!("clear-{i:06}").into_bytes()
 }
 
 fn items() -> Vec<Vec<u8>> {
@@ -252,20 +274,58 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
             }
             Ok((rate(N, start), None))
         }),
-        ("scan 10k entries, whole log in one call", "", |e| {
+        // Each scan row writes its own log and reads it back at once, as a
+        // buffering function's sink and source do: the reference reads on the
+        // connection that just wrote the pages (its cache holds the newest),
+        // ours wherever its read path puts the call.
+        ("scan 10k x 1 KiB, whole log in one call", ">= 1.5x", |e| {
+            fill_log(&*e.store, b"scan-1k-whole", N, VALUE)?;
             let start = Instant::now();
-            let n = e.store.scan(b"scope", b"ns", b"log", -1, usize::MAX)?.len();
+            let n = e
+                .store
+                .scan(b"scope", b"ns", b"scan-1k-whole", -1, usize::MAX)?
+                .len();
             assert_eq!(n, N);
             Ok((rate(n, start), None))
         }),
-        ("scan 10k entries, pages of 100", "", |e| {
+        ("scan 10k x 1 KiB, pages of 100", ">= 1.5x", |e| {
+            fill_log(&*e.store, b"scan-1k-paged", N, VALUE)?;
             let start = Instant::now();
-            paged_scans(&*e.store, 0)?;
-            Ok((rate(N, start), None))
+            let n = e
+                .store
+                .scan_all(b"scope", b"ns", b"scan-1k-paged", -1, PAGE)?
+                .len();
+            assert_eq!(n, N);
+            Ok((rate(n, start), None))
         }),
-        ("scan, pages of 100, 2 threads (total)", "", |e| {
-            Ok((threads2(&e.store, paged_scans)?, None))
+        ("scan 1k x 64 KiB, whole log in one call", ">= 1.5x", |e| {
+            fill_log(&*e.store, b"scan-64k-whole", BIG_N, BIG)?;
+            let start = Instant::now();
+            let n = e
+                .store
+                .scan(b"scope", b"ns", b"scan-64k-whole", -1, usize::MAX)?
+                .len();
+            assert_eq!(n, BIG_N);
+            Ok((rate(n, start), None))
         }),
+        ("scan 1k x 64 KiB, pages of 16", ">= 1.5x", |e| {
+            fill_log(&*e.store, b"scan-64k-paged", BIG_N, BIG)?;
+            let start = Instant::now();
+            let n = e
+                .store
+                .scan_all(b"scope", b"ns", b"scan-64k-paged", -1, BIG_PAGE)?
+                .len();
+            assert_eq!(n, BIG_N);
+            Ok((rate(n, start), None))
+        }),
+        (
+            "scan 10k x 1 KiB, pages of 100, 2 threads (total)",
+            "",
+            |e| {
+                fill_log(&*e.store, b"log-mt", N, VALUE)?;
+                Ok((threads2(&e.store, paged_scans)?, None))
+            },
+        ),
         ("queue_push, one call of 10k items", ">= 2x", |e| {
             let items = items();
             let start = Instant::now();
@@ -323,6 +383,37 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
                     "items lost or duplicated: {counts:?}"
                 );
                 Ok((r, Some(format!("{counts:?}"))))
+            },
+        ),
+        (
+            "clear one scope of 4 kv + 4 log + 4 queue items (scopes/s)",
+            ">= 2x",
+            |e| {
+                let small = vec![0xcd; 100];
+                let entry = value();
+                for i in 0..CLEAR_SCOPES {
+                    let scope = clear_scope(i);
+                    for k in 0..4 {
+                        e.store.kv_put(&scope, &key(k), &small)?;
+                        e.store.append(&scope, b"ns", b"log", &entry)?;
+                    }
+                    e.store
+                        .queue_push(&scope, &[small.clone(), small.clone()])?;
+                    e.store
+                        .queue_push(&scope, &[small.clone(), small.clone()])?;
+                }
+                let start = Instant::now();
+                for i in 0..CLEAR_SCOPES {
+                    e.store.clear(&clear_scope(i))?;
+                }
+                let r = rate(CLEAR_SCOPES, start);
+                for i in [0, CLEAR_SCOPES - 1] {
+                    let scope = clear_scope(i);
+                    assert!(e.store.kv_get(&scope, &key(0))?.is_none());
+                    assert!(e.store.scan(&scope, b"ns", b"log", -1, 10)?.is_empty());
+                    assert!(e.store.queue_pop(&scope)?.is_none());
+                }
+                Ok((r, None))
             },
         ),
         ("gc of 10k scopes, half stale (scopes/s)", ">= 10x", |e| {

@@ -76,8 +76,8 @@ pub const DEFAULT_READ_CONNECTIONS: usize = 4;
 /// Default size of SQLite's memory map of the database file, in bytes.
 pub const DEFAULT_MMAP_SIZE: u64 = 0;
 
-/// Default page cache of each connection, in KiB.
-pub const DEFAULT_CACHE_KIB: u32 = 8 * 1024;
+/// Default page cache of each connection, in KiB (an upper bound, grown as used).
+pub const DEFAULT_CACHE_KIB: u32 = 64 * 1024;
 
 /// Everything needed to open one connection, shared by the write connection and
 /// the read pool.
@@ -175,7 +175,14 @@ impl SqliteBuilder {
         self
     }
 
-    /// The page cache of each connection, in KiB; 8 MiB by default.
+    /// The page cache of each connection, in KiB; 64 MiB by default.
+    ///
+    /// It is an upper bound: a cache grows only as pages are read or written.
+    /// Reads run on the write connection while it is idle, whose cache holds
+    /// the pages this process wrote; 64 MiB keeps a 10k-entry log of 1 KiB
+    /// values in memory (an 8 MiB cache read it back from the file). A read
+    /// connection's cache is dropped whenever another connection commits, so
+    /// those grow only while nothing is written.
     pub fn cache_size_kib(mut self, kib: u32) -> Self {
         self.options.cache_kib = kib;
         self

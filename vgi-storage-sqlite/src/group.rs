@@ -47,12 +47,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, params};
 use vgi_storage_core::{Result, SharedClock, StorageError};
 
 use crate::error::{self, Failed};
+use crate::read::WaitingWriter;
 use crate::storage::{self as st, TurnSlot};
 
 /// Calls one group holds at most.
@@ -377,6 +379,9 @@ pub(crate) struct Ctx<'s> {
     pub(crate) writer: &'s Mutex<Connection>,
     pub(crate) clock: &'s SharedClock,
     pub(crate) turn: &'s TurnSlot,
+    /// Writers waiting for the write connection: reads borrow it only while
+    /// this is zero (see [`crate::read::ReadPool::with`]).
+    pub(crate) writers_waiting: &'s AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -490,7 +495,10 @@ impl Group {
             });
         }
         {
-            let conn = lock(ctx.writer);
+            let conn = {
+                let _waiting = WaitingWriter::new(ctx.writers_waiting);
+                lock(ctx.writer)
+            };
             self.take(&mut entries, &mut bytes);
             let committed = if entries.len() == 1 && entries[0].op.is_one_statement() {
                 // Alone and one statement: autocommit, no BEGIN/COMMIT to pay.

@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod group;
 mod inspect;
+mod read;
 mod schema;
 mod storage;
 mod turn;

@@ -2,7 +2,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -17,6 +18,7 @@ use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
 use crate::group::{self, Group, Op, Out};
 use crate::inspect;
+use crate::read::{ReadPool, WaitingWriter};
 use crate::schema;
 use crate::turn::Turn;
 
@@ -92,6 +94,7 @@ pub struct SqliteStorage {
     pub(crate) group: Group,
     turn: TurnSlot,
     readers: ReadPool,
+    writers_waiting: AtomicUsize,
     max_value_len: usize,
 }
 
@@ -169,6 +172,7 @@ impl SqliteStorage {
             turn,
             max_value_len: options.max_value_len,
             readers: ReadPool::new(path.clone(), options),
+            writers_waiting: AtomicUsize::new(0),
             name,
             path,
             clock,
@@ -178,6 +182,8 @@ impl SqliteStorage {
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
+        // Reads borrow the write connection only while no writer waits for it.
+        let _waiting = WaitingWriter::new(&self.writers_waiting);
         // A panic inside a call leaves no transaction open (the guard rolls it
         // back while unwinding), so a poisoned connection is still usable.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -204,6 +210,7 @@ impl SqliteStorage {
             writer: &self.writer,
             clock: &self.clock,
             turn: &self.turn,
+            writers_waiting: &self.writers_waiting,
         };
         self.group.submit(&ctx, op)
     }
@@ -220,12 +227,30 @@ impl SqliteStorage {
         operation: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let result = if self.readers.max == 0 {
-            f(&self.writer())
-        } else {
-            self.readers.with(f)
-        }
-        .map_err(Failed::from);
+        self.read_on(operation, false, f)
+    }
+
+    /// Run `f`, one short read, on the write connection when it is idle (its
+    /// page cache holds what this process wrote), else as [`Self::read`]: see
+    /// [`ReadPool::with`].
+    fn read_warm<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.read_on(operation, true, f)
+    }
+
+    fn read_on<T>(
+        &self,
+        operation: &'static str,
+        borrow_writer: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let result = self
+            .readers
+            .with(&self.writer, &self.writers_waiting, borrow_writer, f)
+            .map_err(Failed::from);
         result.map_err(|e| error::operation(&self.name, operation, e))
     }
 
@@ -303,7 +328,7 @@ fn check_private(name: &str, path: &Path) -> Result<()> {
 ///
 /// `turn` is given for the write connection only: its busy handler announces
 /// the wait to other processes' writers.
-fn connect(
+pub(crate) fn connect(
     path: &Path,
     options: &Options,
     query_only: bool,
@@ -528,70 +553,6 @@ impl Drop for Rollback<'_> {
     }
 }
 
-/// Read connections, opened as needed up to `max`, each used by one call at a time.
-struct ReadPool {
-    path: PathBuf,
-    options: Options,
-    max: usize,
-    state: Mutex<PoolState>,
-    freed: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<Connection>,
-    open: usize,
-}
-
-impl ReadPool {
-    fn new(path: PathBuf, options: Options) -> Self {
-        Self {
-            max: options.read_connections,
-            path,
-            options,
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        let conn = {
-            let mut state = self.lock();
-            loop {
-                if let Some(conn) = state.idle.pop() {
-                    break conn;
-                }
-                if state.open < self.max {
-                    state.open += 1;
-                    drop(state);
-                    match connect(&self.path, &self.options, true, None) {
-                        Ok(conn) => break conn,
-                        Err(e) => {
-                            self.lock().open -= 1;
-                            self.freed.notify_one();
-                            return Err(e);
-                        }
-                    }
-                }
-                state = self
-                    .freed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        let out = f(&conn);
-        self.lock().idle.push(conn);
-        self.freed.notify_one();
-        out
-    }
-}
-
 pub(crate) fn touch(conn: &Connection, scope: &[u8], now: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(TOUCH)?.execute(params![scope, now])?;
     Ok(())
@@ -684,7 +645,7 @@ impl FunctionStorage for SqliteStorage {
     }
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read("kv_get", |conn| kv_get_on(conn, scope, key))
+        self.read_warm("kv_get", |conn| kv_get_on(conn, scope, key))
     }
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
@@ -798,7 +759,7 @@ impl FunctionStorage for SqliteStorage {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read("scan", |conn| {
+        self.read_warm("scan", |conn| {
             let mut stmt = conn.prepare_cached(LOG_SCAN)?;
             let rows = stmt.query_map(params![scope, ns, key, after_id, limit], |r| {
                 Ok(LogEntry {
