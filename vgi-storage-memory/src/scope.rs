@@ -2,12 +2,23 @@
 
 use foldhash::HashMap;
 use std::collections::VecDeque;
-use vgi_storage_core::LogEntry;
+use std::sync::Arc;
+
+/// One log entry. The value is shared so that `scan` takes it under the
+/// shard's lock by a reference count and copies the bytes after the lock is
+/// released: a scan of a long log does not hold up the shard's writers.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The entry's id.
+    pub(crate) id: i64,
+    /// The entry's bytes, copied once when appended.
+    pub(crate) value: Arc<[u8]>,
+}
 
 /// One log: its entries in id order. Ids are taken under the lock of the
 /// scope's shard, so every append lands at the end and `scan` finds its start
 /// by binary search.
-pub(crate) type Log = Vec<LogEntry>;
+pub(crate) type Log = Vec<Entry>;
 
 /// Logs of one scope: `ns -> key -> log`. Nested maps let a lookup borrow
 /// `&[u8]` without building an owned `(ns, key)` pair.

@@ -1,6 +1,7 @@
 //! [`MemoryStorage`]: the store itself.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use vgi_storage_core::{
 };
 
 use crate::error::ids_exhausted;
-use crate::scope::{Log, ScopeState};
+use crate::scope::{Entry, Log, ScopeState};
 
 /// The store's name in errors and [`FunctionStorage::name`].
 const NAME: &str = "memory";
@@ -324,10 +325,10 @@ impl FunctionStorage for MemoryStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         Self::check_len(value.len())?;
-        let value = value.to_vec();
+        let value = Arc::from(value);
         self.write(scope, |state, now| {
             let id = self.alloc_ids("append", 1)?;
-            push_entries(state, ns, key, std::iter::once(LogEntry { id, value }));
+            push_entries(state, ns, key, std::iter::once(Entry { id, value }));
             state.stamp = Some(now);
             Ok(id)
         })
@@ -346,13 +347,14 @@ impl FunctionStorage for MemoryStorage {
         values
             .iter()
             .try_for_each(|value| Self::check_len(value.len()))?;
-        let values = values.to_vec();
+        let values: Vec<Arc<[u8]>> = values
+            .iter()
+            .map(|value| Arc::from(value.as_slice()))
+            .collect();
         let n = values.len();
         let first = self.write(scope, |state, now| {
             let first = self.alloc_ids("append_batch", n)?;
-            let entries = (first..)
-                .zip(values)
-                .map(|(id, value)| LogEntry { id, value });
+            let entries = (first..).zip(values).map(|(id, value)| Entry { id, value });
             push_entries(state, ns, key, entries);
             state.stamp = Some(now);
             Ok(first)
@@ -371,6 +373,9 @@ impl FunctionStorage for MemoryStorage {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Under the shard's lock only the entries' shared values are taken
+        // (a reference count each); the bytes are copied after the lock is
+        // released, so a long scan does not hold up writers of the shard.
         let entries = self.read(scope, |state| {
             let Some(log) = state.logs.get(ns).and_then(|logs| logs.get(key)) else {
                 return Vec::new();
@@ -381,9 +386,16 @@ impl FunctionStorage for MemoryStorage {
                 .iter()
                 .take(limit)
                 .cloned()
-                .collect()
+                .collect::<Vec<Entry>>()
         });
-        Ok(entries.unwrap_or_default())
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| LogEntry {
+                id: entry.id,
+                value: entry.value.to_vec(),
+            })
+            .collect())
     }
 
     fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
@@ -572,9 +584,9 @@ impl FunctionStorage for MemoryStorage {
                         state,
                         &record.ns,
                         &record.key,
-                        std::iter::once(LogEntry {
+                        std::iter::once(Entry {
                             id,
-                            value: record.value.clone(),
+                            value: Arc::from(record.value.as_slice()),
                         }),
                     );
                     out.push(id);
@@ -631,7 +643,7 @@ fn push_entries(
     state: &mut ScopeState,
     ns: &[u8],
     key: &[u8],
-    entries: impl Iterator<Item = LogEntry>,
+    entries: impl Iterator<Item = Entry>,
 ) {
     let Some(logs) = state.logs.get_mut(ns) else {
         let log: Log = entries.collect();
