@@ -1,8 +1,8 @@
 //! [`MemoryStorage`]: the store itself.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, TryLockError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -13,7 +13,7 @@ use vgi_storage_core::{
 };
 
 use crate::error::ids_exhausted;
-use crate::scope::{Log, ScopeState, Slot, lock};
+use crate::scope::{Entry, Log, ScopeState};
 
 /// The store's name in errors and [`FunctionStorage::name`].
 const NAME: &str = "memory";
@@ -26,26 +26,35 @@ const CAPABILITIES: Capabilities = Capabilities::new()
     .with_max_value_len(usize::MAX)
     .with_inspect(true);
 
+/// A push of at most this many items and [`SMALL_PUSH_BYTES`] is copied into
+/// the queue under the shard's lock; a larger one is copied before the lock.
+const SMALL_PUSH_ITEMS: usize = 1024;
+
+/// See [`SMALL_PUSH_ITEMS`].
+const SMALL_PUSH_BYTES: usize = 64 * 1024;
+
 /// The first log id a new store hands out.
 const FIRST_ID: i64 = 1;
 
 /// Shards of the scope map. More than dashmap's default (four per core) so
-/// that threads creating or removing different scopes rarely meet on a shard
-/// on small machines.
+/// that threads working on different scopes rarely meet on a shard on small
+/// machines.
 const SHARDS: usize = 64;
 
-/// `scope -> slot`, hashed with a seeded fast hasher (SipHash was a large
-/// share of a small call's cost).
-type Scopes = DashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+/// `scope -> state`, hashed with a seeded fast hasher (SipHash was a large
+/// share of a small call's cost). A scope's state lives in its shard's table
+/// and its shard's lock guards it: a call takes one lock, once.
+type Scopes = DashMap<Vec<u8>, ScopeState, foldhash::fast::RandomState>;
 
 /// An in-process [`FunctionStorage`] for tests and single-process workers.
 ///
-/// Each scope's data sits behind its own lock, found through a [`DashMap`], so
-/// threads working on different scopes do not wait for each other, and each
-/// operation costs what it touches: `clear` the size of its scope, `scan`
-/// `O(log n + returned)` (a binary search in the log's id-ordered entries), `queue_pop` `O(1)`. Nothing is durable and nothing is
-/// shared with other processes; share one store between threads as an
-/// `Arc<MemoryStorage>` or a [`SharedStorage`](vgi_storage_core::SharedStorage).
+/// Scopes live in a map of 64 shards, each behind its own lock, so threads
+/// working on different scopes rarely wait for each other, and each operation
+/// costs what it touches: one lock, `clear` the size of its scope, `scan`
+/// `O(log n + returned)` (a binary search in the log's id-ordered entries),
+/// `queue_pop` `O(1)`. Nothing is durable and nothing is shared with other
+/// processes; share one store between threads as an `Arc<MemoryStorage>` or a
+/// [`SharedStorage`](vgi_storage_core::SharedStorage).
 ///
 /// ```
 /// use vgi_storage_core::FunctionStorage;
@@ -58,21 +67,35 @@ type Scopes = DashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
 /// # Ok(()) }
 /// ```
 pub struct MemoryStorage {
-    /// `scope -> slot`. A slot leaves the map only while its lock is held and
-    /// after being marked `removed`, so a writer that locked a slot still in
-    /// use can never lose its write to a removed one.
-    ///
-    /// Lock order: a scope's lock may be held while taking a shard lock (to
-    /// remove the slot), never the other way round, except by `try_lock`, which
-    /// never waits (the fast paths of `queue_pop` and `clear`); no thread holds
-    /// two scope locks or two shard guards at once.
+    /// `scope -> state`. Every read and write of a scope happens under its
+    /// shard's lock, and `clear` and `gc` take a scope out under that same
+    /// lock, so a write either lands before the scope is removed (and `gc`
+    /// sees its stamp) or after (and starts a new scope): it can never go into
+    /// a removed one. No call holds two shard locks at once, and none runs
+    /// outside code (the caller's clock) under a lock unless a sweep got in
+    /// between (see `sweeps`).
     scopes: Scopes,
     /// The next log id, shared by every log so ids are unique per store. Ids
-    /// are taken while holding the scope's lock, so within one log they
+    /// are taken while holding the scope's shard lock, so within one log they
     /// increase in the order entries become visible.
     next_id: AtomicI64,
+    /// Sweeps started by `gc`, bumped before each reads the clock. A write
+    /// reads the clock before it takes its shard's lock; if a sweep started in
+    /// between, the reading may be older than that sweep's cutoff, so the
+    /// write reads the clock again under the lock.
+    sweeps: AtomicU64,
     /// Stamps writes for `gc`.
     clock: SharedClock,
+}
+
+/// A clock reading taken by a write before it locks its scope's shard, with
+/// the sweep count it was taken under.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// `sweeps` before the clock was read.
+    sweeps: u64,
+    /// The clock's reading.
+    now: i64,
 }
 
 impl MemoryStorage {
@@ -92,6 +115,7 @@ impl MemoryStorage {
                 SHARDS,
             ),
             next_id: AtomicI64::new(FIRST_ID),
+            sweeps: AtomicU64::new(0),
             clock,
         }
     }
@@ -103,106 +127,59 @@ impl MemoryStorage {
         self.scopes.len()
     }
 
-    /// The slot of `scope`, if it has one. The shard guard is released on return.
-    fn slot(&self, scope: &[u8]) -> Option<Slot> {
-        self.scopes.get(scope).map(|slot| Arc::clone(slot.value()))
+    /// Run `f` on the state of `scope` under its shard's shared lock; `None`
+    /// when the scope has no state. What `f` returns is dropped by the caller,
+    /// after the lock is released.
+    fn read<T>(&self, scope: &[u8], f: impl FnOnce(&ScopeState) -> T) -> Option<T> {
+        self.scopes.get(scope).map(|state| f(&state))
     }
 
-    /// The slot of `scope`, made empty if it has none.
-    fn slot_or_insert(&self, scope: &[u8]) -> Slot {
-        if let Some(slot) = self.slot(scope) {
-            return slot;
-        }
-        Arc::clone(self.scopes.entry(scope.to_vec()).or_default().value())
+    /// Run `f` on the state of `scope` under its shard's exclusive lock;
+    /// `None` when the scope has no state. For changes that do not create a
+    /// scope. What `f` returns is dropped by the caller, after the lock is
+    /// released.
+    fn modify<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
+        self.scopes.get_mut(scope).map(|mut state| f(&mut state))
     }
 
-    /// Run `f` on the live state of `scope`, or return `None` when the scope has
-    /// no state. For reads and for changes that do not create a scope.
-    fn existing<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
-        loop {
-            let slot = self.slot(scope)?;
-            let mut state = lock(&slot);
-            if state.removed {
-                // Cleared or collected since we fetched it: look again.
-                continue;
-            }
-            return Some(f(&mut state));
+    /// The clock, read by a write before it takes a lock, so a slow clock
+    /// holds up no other caller.
+    fn reading(&self) -> Reading {
+        let sweeps = self.sweeps.load(Ordering::SeqCst);
+        Reading {
+            sweeps,
+            now: self.clock.now_millis(),
         }
     }
 
-    /// Run `f`, a short step that calls no outside code, on the live state of
-    /// `scope`; `None` when the scope has no state.
-    ///
-    /// The fast path takes the scope's lock with `try_lock` while the shard's
-    /// shared lock is still held, which saves the slot's reference count
-    /// round trip. It never waits while holding the shard lock (so it cannot
-    /// deadlock with `take_out`, which holds a scope lock while taking the
-    /// shard lock, nor keep a blocked call's shard locked); when the scope's
-    /// lock is busy it falls back to [`Self::existing`]. A slot found in the
-    /// map under the shard lock cannot be removed until that lock is released.
-    fn existing_short<T>(&self, scope: &[u8], f: impl FnOnce(&mut ScopeState) -> T) -> Option<T> {
-        {
-            let slot = self.scopes.get(scope)?;
-            let locked = match slot.value().try_lock() {
-                Ok(state) => Some(state),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let Some(mut state) = locked
-                && !state.removed
-            {
-                return Some(f(&mut state));
-            }
+    /// The stamp of a write that took `before` and now holds its shard's lock:
+    /// `before` itself, unless a `gc` started since, whose cutoff may be later
+    /// than `before`; then the clock is read again, so a write that lands
+    /// after a sweep is never stamped older than the sweep's clock reading.
+    fn stamp_under_lock(&self, before: Reading) -> i64 {
+        if self.sweeps.load(Ordering::SeqCst) == before.sweeps {
+            before.now
+        } else {
+            self.clock.now_millis()
         }
-        self.existing(scope, f)
     }
 
-    /// Run `f` on the live state of `scope`, creating it if needed. `f` gets the
-    /// clock's reading, taken under the lock before `f` changes anything, and
-    /// stamps the scope itself when it writes.
+    /// Run `f` on the state of `scope`, creating it if needed, under its
+    /// shard's exclusive lock. `f` gets the write's stamp and stamps the scope
+    /// itself when it writes. What `f` returns (a replaced value) is dropped
+    /// by the caller, after the lock is released.
     fn write<T>(
         &self,
         scope: &[u8],
         f: impl FnOnce(&mut ScopeState, i64) -> Result<T>,
     ) -> Result<T> {
-        loop {
-            let slot = self.slot_or_insert(scope);
-            let mut state = lock(&slot);
-            if state.removed {
-                continue;
-            }
-            let now = self.clock.now_millis();
-            return f(&mut state, now);
-        }
-    }
-
-    /// Take `slot` (the slot of `scope`) out of the store if `remove` says so,
-    /// and return its state to be dropped by the caller, outside the lock.
-    /// Returns `None` when `remove` says no or the slot was already removed.
-    fn remove_slot(
-        &self,
-        scope: &[u8],
-        slot: &Slot,
-        remove: impl FnOnce(&ScopeState) -> bool,
-    ) -> Option<ScopeState> {
-        let mut state = lock(slot);
-        if state.removed || !remove(&state) {
-            return None;
-        }
-        Some(self.take_out(scope, slot, &mut state))
-    }
-
-    /// Empty `state`, the locked state of `slot`, mark it removed and take the
-    /// slot out of the map. The caller holds the slot's lock throughout, so
-    /// nobody can write to the slot between its caller's check and its removal,
-    /// and a writer that fetched the slot earlier sees `removed` once it gets
-    /// the lock.
-    fn take_out(&self, scope: &[u8], slot: &Slot, state: &mut ScopeState) -> ScopeState {
-        let taken = std::mem::take(state);
-        state.removed = true;
-        self.scopes
-            .remove_if(scope, |_, current| Arc::ptr_eq(current, slot));
-        taken
+        let before = self.reading();
+        let mut state = match self.scopes.get_mut(scope) {
+            Some(state) => state,
+            None => self.scopes.entry(scope.to_vec()).or_default(),
+        };
+        let now = self.stamp_under_lock(before);
+        f(&mut state, now)
     }
 
     /// Reserve `n` consecutive log ids and return the first.
@@ -217,8 +194,14 @@ impl MemoryStorage {
             .map_err(|_| ids_exhausted(NAME, operation, n))
     }
 
-    /// Refuse a value longer than the store accepts.
+    /// Refuse a value longer than the store accepts. With no limit (the
+    /// default) there is nothing to check, and the per-item loops of the batch
+    /// calls compile away.
+    #[inline]
     fn check_len(len: usize) -> Result<()> {
+        if CAPABILITIES.max_value_len == usize::MAX {
+            return Ok(());
+        }
         check_value_len(NAME, CAPABILITIES.max_value_len, len)
     }
 
@@ -241,6 +224,7 @@ impl fmt::Debug for MemoryStorage {
         f.debug_struct("MemoryStorage")
             .field("scopes", &self.scopes.len())
             .field("next_id", &self.next_id.load(Ordering::Relaxed))
+            .field("sweeps", &self.sweeps.load(Ordering::Relaxed))
             .field("clock", &self.clock)
             .finish()
     }
@@ -289,7 +273,7 @@ impl FunctionStorage for MemoryStorage {
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .existing(scope, |state| state.kv.get(key).cloned())
+            .read(scope, |state| state.kv.get(key).cloned())
             .flatten())
     }
 
@@ -323,7 +307,7 @@ impl FunctionStorage for MemoryStorage {
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        let _old = self.existing(scope, |state| state.kv.remove(key));
+        let _old = self.modify(scope, |state| state.kv.remove(key));
         Ok(())
     }
 
@@ -339,9 +323,10 @@ impl FunctionStorage for MemoryStorage {
         }
         if expected.is_some() {
             // A scope without state has no value to match: fail without creating it.
+            let before = self.reading();
             return Ok(self
-                .existing(scope, |state| {
-                    let now = self.clock.now_millis();
+                .modify(scope, |state| {
+                    let now = self.stamp_under_lock(before);
                     compare_and_swap(state, now, key, expected, new)
                 })
                 .unwrap_or(false));
@@ -353,10 +338,10 @@ impl FunctionStorage for MemoryStorage {
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         Self::check_len(value.len())?;
-        let value = value.to_vec();
+        let value = Arc::from(value);
         self.write(scope, |state, now| {
             let id = self.alloc_ids("append", 1)?;
-            push_entries(state, ns, key, std::iter::once(LogEntry { id, value }));
+            push_entries(state, ns, key, std::iter::once(Entry { id, value }));
             state.stamp = Some(now);
             Ok(id)
         })
@@ -375,13 +360,14 @@ impl FunctionStorage for MemoryStorage {
         values
             .iter()
             .try_for_each(|value| Self::check_len(value.len()))?;
-        let values = values.to_vec();
+        let values: Vec<Arc<[u8]>> = values
+            .iter()
+            .map(|value| Arc::from(value.as_slice()))
+            .collect();
         let n = values.len();
         let first = self.write(scope, |state, now| {
             let first = self.alloc_ids("append_batch", n)?;
-            let entries = (first..)
-                .zip(values)
-                .map(|(id, value)| LogEntry { id, value });
+            let entries = (first..).zip(values).map(|(id, value)| Entry { id, value });
             push_entries(state, ns, key, entries);
             state.stamp = Some(now);
             Ok(first)
@@ -400,7 +386,10 @@ impl FunctionStorage for MemoryStorage {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let entries = self.existing(scope, |state| {
+        // Under the shard's lock only the entries' shared values are taken
+        // (a reference count each); the bytes are copied after the lock is
+        // released, so a long scan does not hold up writers of the shard.
+        let entries = self.read(scope, |state| {
             let Some(log) = state.logs.get(ns).and_then(|logs| logs.get(key)) else {
                 return Vec::new();
             };
@@ -410,18 +399,40 @@ impl FunctionStorage for MemoryStorage {
                 .iter()
                 .take(limit)
                 .cloned()
-                .collect()
+                .collect::<Vec<Entry>>()
         });
-        Ok(entries.unwrap_or_default())
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| LogEntry {
+                id: entry.id,
+                value: entry.value.to_vec(),
+            })
+            .collect())
     }
 
     fn queue_push(&self, scope: &[u8], items: &[Vec<u8>]) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        items
-            .iter()
-            .try_for_each(|item| Self::check_len(item.len()))?;
+        let mut bytes = 0_usize;
+        for item in items {
+            Self::check_len(item.len())?;
+            bytes = bytes.saturating_add(item.len());
+        }
+        if items.len() <= SMALL_PUSH_ITEMS && bytes <= SMALL_PUSH_BYTES {
+            // A small push is copied straight into the queue under the lock, a
+            // few microseconds: copying it first into a list of its own cost
+            // more than the copy (that list's one large allocation made the
+            // allocator merge every small block freed by earlier pops).
+            return self.write(scope, |state, now| {
+                state.queue.extend(items.iter().cloned());
+                state.stamp = Some(now);
+                Ok(())
+            });
+        }
+        // A large push is copied before the lock, so the lock is held only to
+        // move the items in.
         let items = items.to_vec();
         self.write(scope, |state, now| {
             state.queue.extend(items);
@@ -432,93 +443,59 @@ impl FunctionStorage for MemoryStorage {
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .existing_short(scope, |state| state.queue.pop_front())
+            .modify(scope, |state| state.queue.pop_front())
             .flatten())
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
-        // Fast path: under the shard's lock, take the scope's lock without
-        // waiting, empty and mark it, and let the map drop the slot, all in one
-        // visit. Holds the protocol of `take_out` (the slot leaves the map with
-        // its lock held, marked removed) and never waits while holding a shard
-        // lock; a busy scope takes the slow path below.
-        let mut taken = None;
-        let mut busy = false;
-        self.scopes
-            .remove_if(scope, |_, slot| match slot.try_lock() {
-                Ok(mut state) => take_marked(&mut state, &mut taken),
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    take_marked(&mut poisoned.into_inner(), &mut taken)
-                }
-                Err(TryLockError::WouldBlock) => {
-                    busy = true;
-                    false
-                }
-            });
-        if !busy {
-            // Freed here, outside every lock. No slot, or one removed and
-            // taken: either way the scope is clear.
-            drop(taken);
-            return Ok(());
-        }
-        loop {
-            let Some(slot) = self.slot(scope) else {
-                return Ok(());
-            };
-            // `None` means another clear or gc removed this slot first; a writer
-            // may have made a new one since, so look again.
-            if let Some(taken) = self.remove_slot(scope, &slot, |_| true) {
-                // Freed here, outside every lock: the cost is this scope's size.
-                drop(taken);
-                return Ok(());
-            }
-        }
+        // The scope leaves the map under its shard's lock; its data is freed
+        // here, after the lock is released: the cost is this scope's size.
+        let removed = self.scopes.remove(scope);
+        drop(removed);
+        Ok(())
     }
 
     fn gc(&self, ttl: Duration) -> Result<GcReport> {
+        // Bumped before the clock is read: a write that read the clock before
+        // this and locks its shard after sees the bump and stamps anew.
+        self.sweeps.fetch_add(1, Ordering::SeqCst);
         let Some(cutoff) = gc_cutoff_millis(self.clock.now_millis(), ttl) else {
             return Ok(GcReport::default());
         };
-        // Snapshot first: no scope lock may be taken while a shard guard is held.
-        let snapshot: Vec<(Vec<u8>, Slot)> = self
-            .scopes
-            .iter()
-            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
-            .collect();
         let mut report = GcReport::default();
-        for (scope, slot) in snapshot {
-            // Staleness is decided again under the scope's lock, so a write that
-            // landed since the snapshot keeps its scope. A slot without a stamp
-            // was just made by a writer that has not locked it yet: removing it
-            // is safe (the writer will look again) and keeps failed writes from
-            // leaving empty slots behind, but it was never written, so it is not
-            // reported.
-            let removed = self.remove_slot(&scope, &slot, |state| {
-                state.stamp.is_none_or(|stamp| stamp < cutoff)
-            });
-            if removed.is_some_and(|state| state.stamp.is_some()) {
-                report.scopes.push(scope);
+        let mut removed = Vec::new();
+        // One pass over each shard under its lock: staleness is decided under
+        // the lock writers take, so a write is either seen (its scope is kept)
+        // or lands after the removal (in a new scope). A scope without a stamp
+        // was made by a write that failed; removing it is safe, but it was
+        // never written, so it is not reported. The removed states are moved
+        // out and freed after every lock is released.
+        self.scopes.retain(|scope, state| {
+            if state.stamp.is_some_and(|stamp| stamp >= cutoff) {
+                return true;
             }
-        }
+            if state.stamp.is_some() {
+                report.scopes.push(scope.clone());
+            }
+            removed.push(std::mem::take(state));
+            false
+        });
+        drop(removed);
         Ok(report)
     }
 
     fn list_scopes(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<ScopeInfo>> {
-        // The map is unordered: collect the live scopes past `after`, then sort.
-        let candidates: Vec<(Vec<u8>, Slot)> = self
+        // The map is unordered: collect the written scopes past `after`, then sort.
+        let mut out: Vec<ScopeInfo> = self
             .scopes
             .iter()
-            .filter(|entry| after.is_none_or(|after| entry.key().as_slice() > after))
-            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
-            .collect();
-        let mut out: Vec<ScopeInfo> = candidates
-            .into_iter()
-            .filter_map(|(scope, slot)| {
-                let state = lock(&slot);
-                (!state.removed && state.stamp.is_some()).then(|| ScopeInfo {
-                    scope,
-                    last_write_millis: state.stamp,
-                })
+            .filter(|entry| {
+                entry.value().stamp.is_some()
+                    && after.is_none_or(|after| entry.key().as_slice() > after)
+            })
+            .map(|entry| ScopeInfo {
+                scope: entry.key().clone(),
+                last_write_millis: entry.value().stamp,
             })
             .collect();
         out.sort_unstable_by(|a, b| a.scope.cmp(&b.scope));
@@ -527,7 +504,7 @@ impl FunctionStorage for MemoryStorage {
     }
 
     fn scope_stats(&self, scope: &[u8]) -> Result<ScopeStats> {
-        let stats = self.existing(scope, |state| {
+        let stats = self.read(scope, |state| {
             let mut logs: Vec<LogStats> = state
                 .logs
                 .iter()
@@ -573,7 +550,7 @@ impl FunctionStorage for MemoryStorage {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let page = self.existing(scope, |state| {
+        let page = self.read(scope, |state| {
             let mut page: Vec<(Vec<u8>, Vec<u8>)> = state
                 .kv
                 .iter()
@@ -589,7 +566,7 @@ impl FunctionStorage for MemoryStorage {
 
     fn export_queue(&self, scope: &[u8], skip: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        let page = self.existing(scope, |state| {
+        let page = self.read(scope, |state| {
             state.queue.iter().skip(skip).take(limit).cloned().collect()
         });
         Ok(page.unwrap_or_default())
@@ -635,9 +612,9 @@ impl FunctionStorage for MemoryStorage {
                         state,
                         &record.ns,
                         &record.key,
-                        std::iter::once(LogEntry {
+                        std::iter::once(Entry {
                             id,
-                            value: record.value.clone(),
+                            value: Arc::from(record.value.as_slice()),
                         }),
                     );
                     out.push(id);
@@ -653,15 +630,10 @@ impl FunctionStorage for MemoryStorage {
 
     fn check(&self) -> Result<Vec<String>> {
         let high = self.id_high_water()?;
-        let snapshot: Vec<(Vec<u8>, Slot)> = self
-            .scopes
-            .iter()
-            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
-            .collect();
         let mut problems = Vec::new();
-        for (scope, slot) in snapshot {
-            let state = lock(&slot);
-            let last = state
+        for entry in &self.scopes {
+            let last = entry
+                .value()
                 .logs
                 .values()
                 .flat_map(HashMap::values)
@@ -670,7 +642,7 @@ impl FunctionStorage for MemoryStorage {
             if let Some(last) = last.filter(|last| *last > high) {
                 problems.push(format!(
                     "scope {} holds log id {last} above the id high-water mark {high}",
-                    String::from_utf8_lossy(&scope)
+                    String::from_utf8_lossy(entry.key())
                 ));
             }
         }
@@ -692,18 +664,6 @@ impl MemoryStorage {
     }
 }
 
-/// Empty `state` into `taken` and mark it removed, unless another clear or gc
-/// got there first; true when it did it (the caller then takes the slot out of
-/// the map while still holding the lock).
-fn take_marked(state: &mut ScopeState, taken: &mut Option<ScopeState>) -> bool {
-    if state.removed {
-        return false;
-    }
-    *taken = Some(std::mem::take(state));
-    state.removed = true;
-    true
-}
-
 /// Append `entries` (ids increasing, above every id already in it) to the log
 /// `(ns, key)` of `state`, making the log if missing. Names are copied only
 /// for a new log.
@@ -711,7 +671,7 @@ fn push_entries(
     state: &mut ScopeState,
     ns: &[u8],
     key: &[u8],
-    entries: impl Iterator<Item = LogEntry>,
+    entries: impl Iterator<Item = Entry>,
 ) {
     let Some(logs) = state.logs.get_mut(ns) else {
         let log: Log = entries.collect();
@@ -726,17 +686,18 @@ fn push_entries(
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+    use std::sync::Barrier;
     use std::sync::atomic::AtomicBool;
 
     use vgi_storage_core::{Clock, ErrorKind};
 
     use super::*;
 
-    /// A clock that panics while `fail` is set, to poison a scope's lock.
+    /// A clock that panics while `fail` is set.
     #[derive(Debug, Default)]
     struct PanickingClock {
         fail: AtomicBool,
@@ -749,6 +710,27 @@ mod tests {
                 "clock failure injected by the test"
             );
             7
+        }
+    }
+
+    /// A clock the test moves by hand that, once armed, holds its next caller
+    /// after it has read the time until the test releases it.
+    #[derive(Debug)]
+    struct HeldClock {
+        now: AtomicI64,
+        armed: AtomicBool,
+        entered: Barrier,
+        release: Barrier,
+    }
+
+    impl Clock for HeldClock {
+        fn now_millis(&self) -> i64 {
+            let now = self.now.load(Ordering::SeqCst);
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.entered.wait();
+                self.release.wait();
+            }
+            now
         }
     }
 
@@ -775,28 +757,6 @@ mod tests {
     }
 
     #[test]
-    fn a_poisoned_scope_lock_is_recovered_with_its_state_whole() -> Result<()> {
-        let clock = Arc::new(PanickingClock::default());
-        let store = MemoryStorage::with_clock(clock.clone());
-        store.kv_put(b"s", b"k", b"old")?;
-        clock.fail.store(true, Ordering::SeqCst);
-        let outcome = catch_unwind(AssertUnwindSafe(|| store.kv_put(b"s", b"k", b"new")));
-        assert!(outcome.is_err(), "the injected clock panic should unwind");
-        clock.fail.store(false, Ordering::SeqCst);
-        let slot = store.slot(b"s");
-        assert!(
-            slot.is_some_and(|slot| slot.is_poisoned()),
-            "the lock should be poisoned"
-        );
-        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"old".to_vec()));
-        store.kv_put(b"s", b"k", b"new")?;
-        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"new".to_vec()));
-        store.clear(b"s")?;
-        assert_eq!(store.scope_count(), 0);
-        Ok(())
-    }
-
-    #[test]
     fn failed_writes_leave_no_scope_behind_after_gc() -> Result<()> {
         let store = MemoryStorage::new().with_next_id(i64::MAX);
         assert!(store.append(b"s", b"n", b"k", b"v").is_err());
@@ -812,50 +772,6 @@ mod tests {
             "a never-written scope is not reported"
         );
         assert_eq!(store.scope_count(), 0);
-        Ok(())
-    }
-
-    #[test]
-    fn a_writer_holding_a_slot_removed_before_it_locks_writes_to_a_new_one() -> Result<()> {
-        let store = MemoryStorage::new();
-        store.kv_put(b"s", b"k", b"old")?;
-        let Some(slot) = store.slot(b"s") else {
-            panic!("the scope has no slot");
-        };
-        let mut state = lock(&slot);
-        let written = std::thread::scope(|s| {
-            let writer = s.spawn(|| store.kv_put(b"s", b"k", b"new"));
-            // The map, this test and the writer: the writer has fetched the slot
-            // and now waits for its lock.
-            while Arc::strong_count(&slot) < 3 {
-                std::thread::yield_now();
-            }
-            let _taken = store.take_out(b"s", &slot, &mut state);
-            drop(state);
-            writer.join()
-        });
-        assert!(matches!(written, Ok(Ok(()))));
-        assert_eq!(
-            store.kv_get(b"s", b"k")?,
-            Some(b"new".to_vec()),
-            "the write was lost"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn a_write_to_a_slot_removed_under_it_lands_in_a_new_slot() -> Result<()> {
-        let store = MemoryStorage::new();
-        store.kv_put(b"s", b"k", b"1")?;
-        // Hold a stale handle, as a writer that fetched the slot just before a
-        // clear would, then write: the write must not go to the removed slot.
-        let stale = store.slot(b"s");
-        store.clear(b"s")?;
-        assert!(stale.as_ref().is_some_and(|slot| lock(slot).removed));
-        store.kv_put(b"s", b"k", b"2")?;
-        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"2".to_vec()));
-        let live = store.slot(b"s");
-        assert!(matches!((&stale, &live), (Some(a), Some(b)) if !Arc::ptr_eq(a, b)));
         Ok(())
     }
 
@@ -877,30 +793,90 @@ mod tests {
         Ok(())
     }
 
-    /// clear takes a busy scope's lock without waiting under the shard lock
-    /// and falls back to waiting for it outside: it must still clear the scope
-    /// once the lock is released, and leave no slot behind.
+    /// A push is copied under the lock when small and before it when large:
+    /// both paths must keep the queue's order and every item whole.
     #[test]
-    fn a_clear_of_a_busy_scope_waits_and_clears_it() -> Result<()> {
+    fn small_and_large_pushes_keep_order() -> Result<()> {
         let store = MemoryStorage::new();
-        store.kv_put(b"s", b"k", b"v")?;
-        let Some(slot) = store.slot(b"s") else {
-            panic!("the scope has no slot");
-        };
-        let state = lock(&slot);
-        let cleared = std::thread::scope(|s| {
-            let clearer = s.spawn(|| store.clear(b"s"));
-            // The map, this test and the clearer's slow path hold the slot.
-            while Arc::strong_count(&slot) < 3 {
-                std::thread::yield_now();
-            }
-            drop(state);
-            clearer.join()
-        });
-        assert!(matches!(cleared, Ok(Ok(()))));
-        assert!(lock(&slot).removed, "the old slot was not marked removed");
-        assert_eq!(store.kv_get(b"s", b"k")?, None);
+        let many: Vec<Vec<u8>> = (0..=SMALL_PUSH_ITEMS)
+            .map(|i| i.to_le_bytes().to_vec())
+            .collect();
+        let big = vec![
+            vec![1_u8; SMALL_PUSH_BYTES / 2 + 1],
+            vec![2_u8; SMALL_PUSH_BYTES / 2],
+        ];
+        let small = vec![b"a".to_vec(), b"b".to_vec()];
+        store.queue_push(b"s", &small)?;
+        store.queue_push(b"s", &many)?;
+        store.queue_push(b"s", &big)?;
+        store.queue_push(b"s", &small)?;
+        let want: Vec<Vec<u8>> = [&small, &many, &big, &small]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut got = Vec::new();
+        while let Some(item) = store.queue_pop(b"s")? {
+            got.push(item);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "items came back out of order or changed");
+        Ok(())
+    }
+
+    /// A clock that panics inside a call must leave the store usable and the
+    /// scope's state whole: the panic comes before any change, and no lock
+    /// stays held.
+    #[test]
+    fn a_panicking_clock_leaves_the_state_whole() -> Result<()> {
+        let clock = Arc::new(PanickingClock::default());
+        let store = MemoryStorage::with_clock(clock.clone());
+        store.kv_put(b"s", b"k", b"old")?;
+        clock.fail.store(true, Ordering::SeqCst);
+        let outcome = catch_unwind(AssertUnwindSafe(|| store.kv_put(b"s", b"k", b"new")));
+        assert!(outcome.is_err(), "the injected clock panic should unwind");
+        clock.fail.store(false, Ordering::SeqCst);
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"old".to_vec()));
+        store.kv_put(b"s", b"k", b"new")?;
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"new".to_vec()));
+        store.clear(b"s")?;
         assert_eq!(store.scope_count(), 0);
+        Ok(())
+    }
+
+    /// Writes read the clock before they lock their shard. A write that read
+    /// it, then waited while a `gc` swept its scope away, must not land with
+    /// that old reading: the next sweep would take a write made after the
+    /// first sweep as stale. It reads the clock again under the lock.
+    #[test]
+    fn a_write_that_waited_out_a_sweep_is_stamped_after_it() -> Result<()> {
+        let clock = Arc::new(HeldClock {
+            now: AtomicI64::new(1_000),
+            armed: AtomicBool::new(false),
+            entered: Barrier::new(2),
+            release: Barrier::new(2),
+        });
+        let store = MemoryStorage::with_clock(clock.clone());
+        store.kv_put(b"s", b"k", b"old")?;
+        let hour = 3_600_000;
+        clock.armed.store(true, Ordering::SeqCst);
+        let (swept, written) = std::thread::scope(|s| {
+            let writer = s.spawn(|| store.kv_put(b"s", b"k", b"new"));
+            // The writer has read t = 1000 and is held before its lock.
+            clock.entered.wait();
+            clock.now.store(1_000 + 2 * hour, Ordering::SeqCst);
+            let swept = store.gc(Duration::from_secs(3600));
+            clock.release.wait();
+            (swept, writer.join())
+        });
+        assert_eq!(swept?.scopes, vec![b"s".to_vec()]);
+        assert!(matches!(written, Ok(Ok(()))));
+        let again = store.gc(Duration::from_secs(3600))?;
+        assert!(
+            again.scopes.is_empty(),
+            "a write after the sweep was taken as stale"
+        );
+        assert_eq!(store.kv_get(b"s", b"k")?, Some(b"new".to_vec()));
         Ok(())
     }
 }

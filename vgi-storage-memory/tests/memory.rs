@@ -319,8 +319,7 @@ fn clear_removes_the_stamp_too() -> TestResult {
 // ---------------------------------------------------------------- concurrency
 
 /// A clock that, once armed, blocks the first caller until the test releases
-/// it. Writes read the clock while holding their scope's lock, so this holds
-/// one scope's lock for as long as the test wants.
+/// it: a write held inside the caller's clock for as long as the test wants.
 #[derive(Debug)]
 struct GateClock {
     armed: AtomicBool,
@@ -338,8 +337,9 @@ impl Clock for GateClock {
     }
 }
 
-/// Threads working on other scopes finish while one scope's lock is held: there
-/// is no store-wide lock, and no shard lock is held across an operation.
+/// Threads working on other scopes, in every shard, finish while a write to one
+/// scope is held inside the caller's clock: there is no store-wide lock, and a
+/// write reads the clock before it takes its shard's lock.
 #[test]
 fn a_held_scope_does_not_block_other_scopes() -> TestResult {
     let clock = Arc::new(GateClock {
