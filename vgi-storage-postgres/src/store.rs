@@ -214,16 +214,20 @@ impl Statements {
             ))?,
             // A scalar `=` subquery claims exactly one row: `IN (... LIMIT 1)` may
             // be planned as a join that re-runs the subquery and deletes more.
-            // Rows locked by other pops are skipped; the second column says
-            // whether the scope had any row at all (the CTE's delete is not yet
-            // visible to it), so a miss on locked rows is not taken for empty.
+            // Rows locked by other pops are skipped; on a miss, the second
+            // column says whether the scope had any row at all (the CTE's
+            // delete is not yet visible to it), so a miss on locked rows is not
+            // taken for empty. A claimed row needs no second look: `CASE`
+            // evaluates the `EXISTS` (another index scan over the rows popped
+            // before, dead until vacuumed) only on a miss.
             queue_pop: p(format!(
                 "WITH c AS (DELETE FROM {s}.queue WHERE id = (\
                      SELECT id FROM {s}.queue WHERE {scope1} \
                      ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
                  RETURNING value) \
-                 SELECT (SELECT value FROM c), \
-                        EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1})"
+                 SELECT got.value, CASE WHEN got.value IS NULL \
+                     THEN EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1}) ELSE true END \
+                 FROM (SELECT (SELECT value FROM c) AS value) AS got"
             ))?,
             // Wait for the pops holding the oldest rows to commit or roll back,
             // and lock the oldest row left, if any.
