@@ -283,6 +283,36 @@ mod tests {
         Ok(())
     }
 
+    /// Hand-backs wake a waiter only when one is counted; a waiter must still
+    /// be woken when the connection it waits for comes back broken (its slot
+    /// is freed, and the waiter opens a fresh one) or the pool is flushed.
+    #[test]
+    fn a_waiter_wakes_when_a_broken_connection_is_handed_back_or_the_pool_flushed() -> Result<()> {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let pool = pool(1, Duration::from_secs(10), opened.clone());
+        for flush in [false, true] {
+            let held = pool.get("kv_put")?;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| pool.get("kv_put").map(|_| ()));
+                std::thread::sleep(Duration::from_millis(20));
+                if flush {
+                    pool.flush();
+                }
+                held.0.store(true, Ordering::SeqCst);
+                drop(held);
+                waiter.join().map_err(|_| ()).ok()
+            })
+            .transpose()?;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the waiter slept until its timeout"
+            );
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 3, "each broken one replaced");
+        Ok(())
+    }
+
     #[test]
     fn broken_connections_are_discarded() -> Result<()> {
         let opened = Arc::new(AtomicUsize::new(0));
