@@ -278,7 +278,7 @@ impl Connection for Conn {
     }
 }
 
-/// The server setting every connection of a store starts with (see `connect_one`).
+/// The server setting every connection of a store starts with (see `open_here`).
 const NO_BITMAP_SCANS: &str = "-c enable_bitmapscan=off";
 
 /// The caller's startup `options` (from the URL or `PGOPTIONS`), then ours.
@@ -295,18 +295,7 @@ fn connect_one(
     connector: &tls::Connector,
     schema: &str,
 ) -> Result<Conn, PgError> {
-    // Plans that hold without statistics. A table filled since its last
-    // ANALYZE (a fresh queue, a fresh log) has none, and the planner then
-    // takes a scope's rows for a handful: it picks a bitmap scan of ALL of
-    // them and a sort to find the oldest, for every pop (0.7 ms per pop at
-    // 1000 items, growing with the queue) where the digest index hands the
-    // oldest row over in order (0.04 ms). Every lookup here is served by a
-    // plain index scan. The setting rides in the startup packet, after any
-    // `options` of the caller's: no extra round trip, this session's only.
-    let mut config = config.clone();
-    let options = startup_options(config.get_options());
-    config.options(&options);
-    let mut client = connector.connect(&config)?;
+    let mut client = connector.connect(config)?;
     let st = Statements::prepare(&mut client, schema)?;
     Ok(Conn {
         client: DropOffRuntime::new(client),
@@ -382,6 +371,17 @@ impl PostgresStorage {
         let name = describe(&config, &schema);
         let (connector, client_mode) = tls::connector(&tls_settings)?;
         config.ssl_mode(client_mode);
+        // Plans that hold without statistics. A table filled since its last
+        // ANALYZE (a fresh queue, a fresh log) has none, and the planner then
+        // takes a scope's rows for a handful: it picks a bitmap scan of ALL of
+        // them and a sort to find the oldest, for every pop (0.7 ms per pop at
+        // 1000 items, growing with the queue) where the digest index hands the
+        // oldest row over in order (0.04 ms). Every lookup here is served by a
+        // plain index scan. The setting rides in the startup packet of every
+        // connection, after any `options` of the caller's: no extra round
+        // trip, and it holds for this store's sessions only.
+        let options = startup_options(config.get_options());
+        config.options(&options);
         let mut client = connector
             .connect(&config)
             .map_err(|e| error::open("postgres", &name, e))?;
