@@ -256,7 +256,7 @@ impl Statements {
             clear_log: p(format!("DELETE FROM {s}.log WHERE {scope1}"))?,
             clear_queue: p(format!("DELETE FROM {s}.queue WHERE {scope1}"))?,
             gc_touch: p(format!(
-                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope, sha256(scope)"
+                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
             ))?,
             gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
             gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
@@ -819,11 +819,14 @@ impl FunctionStorage for PostgresStorage {
             };
             // Only scopes still stale when their touch row is deleted (and locked):
             // a writer that stamped meanwhile makes the recheck skip its scope.
-            let (scopes, digests): (Vec<Vec<u8>>, Vec<Vec<u8>>) = tx
+            let scopes: Vec<Vec<u8>> = tx
                 .query(&st.gc_touch, &[&cutoff])?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .unzip();
+                .map(|r| r.get(0))
+                .collect();
+            // Digested here, as lookups are (see `digest`), not by the server.
+            let digests: Vec<[u8; 32]> = scopes.iter().map(|s| digest(s)).collect();
+            let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
             if !scopes.is_empty() {
                 tx.execute(&st.gc_kv, &[&scopes, &digests])?;
                 tx.execute(&st.gc_log, &[&scopes, &digests])?;
