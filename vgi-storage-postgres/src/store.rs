@@ -144,6 +144,15 @@ struct Statements {
 
 impl Statements {
     fn prepare(client: &mut Client, schema: &str) -> Result<Self, PgError> {
+        // Plans that hold without statistics. A table filled since its last
+        // ANALYZE (a fresh queue, a fresh log) has none, and the planner then
+        // takes a scope's rows for a handful: it picks a bitmap scan of ALL of
+        // them and a sort to find the oldest, for every pop (0.7 ms per pop at
+        // 1000 items, growing with the queue) where the digest index hands the
+        // oldest row over in order (0.04 ms). Every lookup here is served by a
+        // plain index scan. A statement, once per connection, rather than a
+        // startup `options` value: PgBouncer refuses unknown settings there.
+        client.batch_execute("SET enable_bitmapscan = off")?;
         let s = quoted(schema);
         // Names are indexed by digest (see `schema::VERSION`): each lookup
         // matches the digests, which the indexes serve, and then the full bytes.
@@ -278,17 +287,6 @@ impl Connection for Conn {
     }
 }
 
-/// The server setting every connection of a store starts with (see `open_here`).
-const NO_BITMAP_SCANS: &str = "-c enable_bitmapscan=off";
-
-/// The caller's startup `options` (from the URL or `PGOPTIONS`), then ours.
-fn startup_options(theirs: Option<&str>) -> String {
-    match theirs {
-        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {NO_BITMAP_SCANS}"),
-        _ => NO_BITMAP_SCANS.to_owned(),
-    }
-}
-
 /// Open one connection and prepare the store's statements on it.
 fn connect_one(
     config: &postgres::Config,
@@ -371,17 +369,6 @@ impl PostgresStorage {
         let name = describe(&config, &schema);
         let (connector, client_mode) = tls::connector(&tls_settings)?;
         config.ssl_mode(client_mode);
-        // Plans that hold without statistics. A table filled since its last
-        // ANALYZE (a fresh queue, a fresh log) has none, and the planner then
-        // takes a scope's rows for a handful: it picks a bitmap scan of ALL of
-        // them and a sort to find the oldest, for every pop (0.7 ms per pop at
-        // 1000 items, growing with the queue) where the digest index hands the
-        // oldest row over in order (0.04 ms). Every lookup here is served by a
-        // plain index scan. The setting rides in the startup packet of every
-        // connection, after any `options` of the caller's: no extra round
-        // trip, and it holds for this store's sessions only.
-        let options = startup_options(config.get_options());
-        config.options(&options);
         let mut client = connector
             .connect(&config)
             .map_err(|e| error::open("postgres", &name, e))?;
@@ -916,16 +903,6 @@ impl FunctionStorage for PostgresStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn our_startup_setting_follows_the_callers_options_without_replacing_them() {
-        assert_eq!(startup_options(None), NO_BITMAP_SCANS);
-        assert_eq!(startup_options(Some("  ")), NO_BITMAP_SCANS);
-        assert_eq!(
-            startup_options(Some("-c synchronous_commit=off")),
-            format!("-c synchronous_commit=off {NO_BITMAP_SCANS}")
-        );
-    }
 
     #[test]
     fn client_digests_are_the_servers_sha256() {
