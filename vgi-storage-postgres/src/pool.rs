@@ -31,6 +31,10 @@ struct State<C> {
     open: usize,
     /// Bumped when the idle list is flushed, so connections checked out before are dropped too.
     generation: u64,
+    /// Callers blocked in `get` waiting for a connection. A connection handed
+    /// back wakes one only when there is one: every call hands one back, and a
+    /// condvar notification is a system call even when nobody waits.
+    waiters: usize,
 }
 
 pub(crate) struct Pool<C: Connection> {
@@ -56,6 +60,7 @@ impl<C: Connection> Pool<C> {
                 idle: first.into_iter().collect(),
                 open,
                 generation: 0,
+                waiters: 0,
             }),
             freed: Condvar::new(),
             max: max.max(1),
@@ -116,19 +121,24 @@ impl<C: Connection> Pool<C> {
                     start.elapsed().as_millis(),
                 ));
             }
+            state.waiters += 1;
             state = self
                 .freed
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+            state.waiters -= 1;
         }
     }
 
     fn release_slot(&self) {
         let mut state = self.lock();
         state.open -= 1;
+        let waiting = state.waiters > 0;
         drop(state);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     /// Drop every idle connection: the server went away, so they are dead too.
@@ -138,8 +148,11 @@ impl<C: Connection> Pool<C> {
         state.idle.clear();
         state.open -= dropped;
         state.generation += 1;
+        let waiting = state.waiters > 0;
         drop(state);
-        self.freed.notify_all();
+        if waiting {
+            self.freed.notify_all();
+        }
     }
 
     fn put_back(&self, conn: C, generation: u64, broken: bool) {
@@ -149,8 +162,11 @@ impl<C: Connection> Pool<C> {
         } else {
             state.idle.push(conn);
         }
+        let waiting = state.waiters > 0;
         drop(state);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 }
 
@@ -264,6 +280,36 @@ mod tests {
             waiter.join().map_err(|_| ()).ok()
         })
         .transpose()?;
+        Ok(())
+    }
+
+    /// Hand-backs wake a waiter only when one is counted; a waiter must still
+    /// be woken when the connection it waits for comes back broken (its slot
+    /// is freed, and the waiter opens a fresh one) or the pool is flushed.
+    #[test]
+    fn a_waiter_wakes_when_a_broken_connection_is_handed_back_or_the_pool_flushed() -> Result<()> {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let pool = pool(1, Duration::from_secs(10), opened.clone());
+        for flush in [false, true] {
+            let held = pool.get("kv_put")?;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| pool.get("kv_put").map(|_| ()));
+                std::thread::sleep(Duration::from_millis(20));
+                if flush {
+                    pool.flush();
+                }
+                held.0.store(true, Ordering::SeqCst);
+                drop(held);
+                waiter.join().map_err(|_| ()).ok()
+            })
+            .transpose()?;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the waiter slept until its timeout"
+            );
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 3, "each broken one replaced");
         Ok(())
     }
 

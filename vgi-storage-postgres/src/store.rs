@@ -65,6 +65,7 @@ use std::fmt;
 use std::time::Duration;
 
 use postgres::{Client, Statement, Transaction};
+use sha2::{Digest, Sha256};
 use vgi_storage_core::{
     Capabilities, FunctionStorage, GcReport, LogEntry, LogRecord, Result, ScopeInfo, ScopeStats,
     SharedClock, check_import_order, check_value_len, gc_cutoff_millis,
@@ -143,11 +144,30 @@ struct Statements {
 
 impl Statements {
     fn prepare(client: &mut Client, schema: &str) -> Result<Self, PgError> {
+        // Plans that hold without statistics. A table filled since its last
+        // ANALYZE (a fresh queue, a fresh log) has none, and the planner then
+        // takes a scope's rows for a handful: it picks a bitmap scan of ALL of
+        // them and a sort to find the oldest, for every pop (0.7 ms per pop at
+        // 1000 items, growing with the queue) where the digest index hands the
+        // oldest row over in order (0.04 ms). Every lookup here is served by a
+        // plain index scan. A statement, once per connection, rather than a
+        // startup `options` value: PgBouncer refuses unknown settings there.
+        client.batch_execute("SET enable_bitmapscan = off")?;
         let s = quoted(schema);
         // Names are indexed by digest (see `schema::VERSION`): each lookup
         // matches the digests, which the indexes serve, and then the full bytes.
-        let scope1 = "sha256(scope) = sha256($1) AND scope = $1";
-        let kv_match = format!("{scope1} AND sha256(key) = sha256($2) AND key = $2");
+        // The client sends the digests of the names it looks up (see
+        // `digest`), placed after the statement's other parameters: the
+        // server's `sha256()` costs more per call than a round trip's share of
+        // a read. Writes that insert still have the server digest the new row,
+        // as its index must.
+        let scope1 = "sha256(scope) = $2 AND scope = $1";
+        let kv_match = |scope_digest: u8, key_digest: u8| {
+            format!(
+                "sha256(scope) = ${scope_digest} AND scope = $1 \
+                 AND sha256(key) = ${key_digest} AND key = $2"
+            )
+        };
         // The touch upsert as a data-modifying CTE: the main statement reads its
         // row, so the touch runs (and takes its row lock) before the data write.
         // $1 is the scope, $2 the test clock's stamp or NULL for the server's clock.
@@ -164,7 +184,7 @@ impl Statements {
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
             touch: p(touch_upsert.clone())?,
-            kv_get: p(format!("SELECT value FROM {s}.kv WHERE {kv_match}"))?,
+            kv_get: p(format!("SELECT value FROM {s}.kv WHERE {}", kv_match(3, 4)))?,
             kv_put: p(format!(
                 "{touch_cte} INSERT INTO {s}.kv (scope, key, value) SELECT t.scope, $3, $4 FROM t \
                  {kv_upsert}"
@@ -174,17 +194,19 @@ impl Statements {
                  SELECT t.scope, u.k, u.v FROM t, unnest($3::bytea[], $4::bytea[]) AS u(k, v) \
                  {kv_upsert}"
             ))?,
-            kv_del: p(format!("DELETE FROM {s}.kv WHERE {kv_match}"))?,
-            kv_exists: p(format!("SELECT 1 FROM {s}.kv WHERE {kv_match}"))?,
+            kv_del: p(format!("DELETE FROM {s}.kv WHERE {}", kv_match(3, 4)))?,
+            kv_exists: p(format!("SELECT 1 FROM {s}.kv WHERE {}", kv_match(3, 4)))?,
             cas_insert: p(format!(
                 "INSERT INTO {s}.kv (scope, key, value) VALUES ($1, $2, $3) \
                  ON CONFLICT ((sha256(scope)), (sha256(key))) DO NOTHING"
             ))?,
             cas_update: p(format!(
-                "UPDATE {s}.kv SET value = $4 WHERE {kv_match} AND value = $3"
+                "UPDATE {s}.kv SET value = $4 WHERE {} AND value = $3",
+                kv_match(5, 6)
             ))?,
             cas_delete: p(format!(
-                "DELETE FROM {s}.kv WHERE {kv_match} AND value = $3"
+                "DELETE FROM {s}.kv WHERE {} AND value = $3",
+                kv_match(4, 5)
             ))?,
             advisory_lock: p("SELECT pg_advisory_xact_lock($1)".to_owned())?,
             server_now: p(format!("SELECT {SERVER_NOW_MS}"))?,
@@ -202,8 +224,8 @@ impl Statements {
             ))?,
             scan: p(format!(
                 "SELECT id, value FROM {s}.log \
-                 WHERE {scope1} AND sha256(ns) = sha256($2) AND ns = $2 \
-                 AND sha256(key) = sha256($3) AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
+                 WHERE sha256(scope) = $6 AND scope = $1 AND sha256(ns) = $7 AND ns = $2 \
+                 AND sha256(key) = $8 AND key = $3 AND id > $4 ORDER BY id LIMIT $5"
             ))?,
             // One sequence value per push, items ordered by their position in it.
             queue_push: p(format!(
@@ -214,16 +236,20 @@ impl Statements {
             ))?,
             // A scalar `=` subquery claims exactly one row: `IN (... LIMIT 1)` may
             // be planned as a join that re-runs the subquery and deletes more.
-            // Rows locked by other pops are skipped; the second column says
-            // whether the scope had any row at all (the CTE's delete is not yet
-            // visible to it), so a miss on locked rows is not taken for empty.
+            // Rows locked by other pops are skipped; on a miss, the second
+            // column says whether the scope had any row at all (the CTE's
+            // delete is not yet visible to it), so a miss on locked rows is not
+            // taken for empty. A claimed row needs no second look: `CASE`
+            // evaluates the `EXISTS` (another index scan over the rows popped
+            // before, dead until vacuumed) only on a miss.
             queue_pop: p(format!(
                 "WITH c AS (DELETE FROM {s}.queue WHERE id = (\
                      SELECT id FROM {s}.queue WHERE {scope1} \
                      ORDER BY seq, n FOR UPDATE SKIP LOCKED LIMIT 1) \
                  RETURNING value) \
-                 SELECT (SELECT value FROM c), \
-                        EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1})"
+                 SELECT got.value, CASE WHEN got.value IS NULL \
+                     THEN EXISTS (SELECT 1 FROM {s}.queue WHERE {scope1}) ELSE true END \
+                 FROM (SELECT (SELECT value FROM c) AS value) AS got"
             ))?,
             // Wait for the pops holding the oldest rows to commit or roll back,
             // and lock the oldest row left, if any.
@@ -239,7 +265,7 @@ impl Statements {
             clear_log: p(format!("DELETE FROM {s}.log WHERE {scope1}"))?,
             clear_queue: p(format!("DELETE FROM {s}.queue WHERE {scope1}"))?,
             gc_touch: p(format!(
-                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope, sha256(scope)"
+                "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
             ))?,
             gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
             gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
@@ -502,6 +528,12 @@ pub(crate) fn commit(tx: Transaction<'_>) -> Result<(), Fail> {
     })
 }
 
+/// The SHA-256 digest of a name: what the digest indexes hold (the server's
+/// `sha256()` of it), sent with a lookup so the server need not compute it.
+fn digest(name: &[u8]) -> [u8; 32] {
+    Sha256::digest(name).into()
+}
+
 fn to_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -517,8 +549,10 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_get(&self, scope: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_request("kv_get", [scope, key])?;
+        let (ds, dk) = (digest(scope), digest(key));
+        let (ds, dk) = (&ds[..], &dk[..]);
         self.run("kv_get", Effect::Read, |client, st| {
-            let row = client.query_opt(&st.kv_get, &[&scope, &key])?;
+            let row = client.query_opt(&st.kv_get, &[&scope, &key, &ds, &dk])?;
             Ok(row.map(|r| r.get(0)))
         })
     }
@@ -535,8 +569,10 @@ impl FunctionStorage for PostgresStorage {
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
         self.check_request("kv_del", [scope, key])?;
+        let (ds, dk) = (digest(scope), digest(key));
+        let (ds, dk) = (&ds[..], &dk[..]);
         self.run("kv_del", Effect::Write, |client, st| {
-            client.execute(&st.kv_del, &[&scope, &key])?;
+            client.execute(&st.kv_del, &[&scope, &key, &ds, &dk])?;
             Ok(())
         })
     }
@@ -561,15 +597,21 @@ impl FunctionStorage for PostgresStorage {
                 new.unwrap_or_default(),
             ],
         )?;
+        let (ds, dk) = (digest(scope), digest(key));
+        let (ds, dk) = (&ds[..], &dk[..]);
         self.run("kv_compare_and_swap", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // Touch first (see the module docs); rolled back if the swap fails.
             self.touch(&mut tx, st, scope)?;
             let swapped = match (expected, new) {
                 (None, Some(v)) => tx.execute(&st.cas_insert, &[&scope, &key, &v])? == 1,
-                (Some(e), Some(v)) => tx.execute(&st.cas_update, &[&scope, &key, &e, &v])? == 1,
-                (Some(e), None) => tx.execute(&st.cas_delete, &[&scope, &key, &e])? == 1,
-                (None, None) => tx.query_opt(&st.kv_exists, &[&scope, &key])?.is_none(),
+                (Some(e), Some(v)) => {
+                    tx.execute(&st.cas_update, &[&scope, &key, &e, &v, &ds, &dk])? == 1
+                }
+                (Some(e), None) => tx.execute(&st.cas_delete, &[&scope, &key, &e, &ds, &dk])? == 1,
+                (None, None) => tx
+                    .query_opt(&st.kv_exists, &[&scope, &key, &ds, &dk])?
+                    .is_none(),
             };
             if swapped {
                 commit(tx)?;
@@ -664,8 +706,13 @@ impl FunctionStorage for PostgresStorage {
         }
         self.check_request("scan", [scope, ns, key])?;
         let limit = to_limit(limit);
+        let (ds, dn, dk) = (digest(scope), digest(ns), digest(key));
+        let (ds, dn, dk) = (&ds[..], &dn[..], &dk[..]);
         self.run("scan", Effect::Read, |client, st| {
-            let rows = client.query(&st.scan, &[&scope, &ns, &key, &after_id, &limit])?;
+            let rows = client.query(
+                &st.scan,
+                &[&scope, &ns, &key, &after_id, &limit, &ds, &dn, &dk],
+            )?;
             Ok(rows
                 .iter()
                 .map(|r| LogEntry {
@@ -702,11 +749,13 @@ impl FunctionStorage for PostgresStorage {
         // an empty queue: those pops may roll back. Then the pop waits for them
         // (bounded by a lock timeout, after which it is `Busy`) and claims again.
         self.check_request("queue_pop", [scope])?;
+        let ds = digest(scope);
+        let ds = &ds[..];
         self.run("queue_pop", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             let mut waited = false;
             loop {
-                let row = tx.query_one(&st.queue_pop, &[&scope])?;
+                let row = tx.query_one(&st.queue_pop, &[&scope, &ds])?;
                 let item: Option<Vec<u8>> = row.get(0);
                 let any: bool = row.get(1);
                 if item.is_some() || !any {
@@ -717,20 +766,22 @@ impl FunctionStorage for PostgresStorage {
                     tx.query_one(&st.queue_lock_timeout, &[])?;
                     waited = true;
                 }
-                tx.query_opt(&st.queue_wait, &[&scope])?;
+                tx.query_opt(&st.queue_wait, &[&scope, &ds])?;
             }
         })
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
         self.check_request("clear", [scope])?;
+        let ds = digest(scope);
+        let ds = &ds[..];
         self.run("clear", Effect::Transaction, |client, st| {
             let mut tx = client.transaction()?;
             // The touch row first, as gc does: a racing writer waits for us.
-            tx.execute(&st.clear_touch, &[&scope])?;
-            tx.execute(&st.clear_kv, &[&scope])?;
-            tx.execute(&st.clear_log, &[&scope])?;
-            tx.execute(&st.clear_queue, &[&scope])?;
+            tx.execute(&st.clear_touch, &[&scope, &ds])?;
+            tx.execute(&st.clear_kv, &[&scope, &ds])?;
+            tx.execute(&st.clear_log, &[&scope, &ds])?;
+            tx.execute(&st.clear_queue, &[&scope, &ds])?;
             commit(tx)
         })
     }
@@ -755,11 +806,14 @@ impl FunctionStorage for PostgresStorage {
             };
             // Only scopes still stale when their touch row is deleted (and locked):
             // a writer that stamped meanwhile makes the recheck skip its scope.
-            let (scopes, digests): (Vec<Vec<u8>>, Vec<Vec<u8>>) = tx
+            let scopes: Vec<Vec<u8>> = tx
                 .query(&st.gc_touch, &[&cutoff])?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .unzip();
+                .map(|r| r.get(0))
+                .collect();
+            // Digested here, as lookups are (see `digest`), not by the server.
+            let digests: Vec<[u8; 32]> = scopes.iter().map(|s| digest(s)).collect();
+            let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
             if !scopes.is_empty() {
                 tx.execute(&st.gc_kv, &[&scopes, &digests])?;
                 tx.execute(&st.gc_log, &[&scopes, &digests])?;
@@ -843,5 +897,21 @@ impl FunctionStorage for PostgresStorage {
         self.run("check", Effect::Read, |client, _| {
             Ok(inspect::check(client, &s)?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_digests_are_the_servers_sha256() {
+        // SELECT sha256('abc'::bytea) on PostgreSQL (and FIPS 180-2's test vector).
+        let want: [u8; 32] = [
+            0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+            0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+            0xf2, 0x00, 0x15, 0xad,
+        ];
+        assert_eq!(digest(b"abc"), want);
     }
 }

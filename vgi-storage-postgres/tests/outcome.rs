@@ -182,12 +182,16 @@ fn a_write_whose_reply_is_lost_is_outcome_unknown_not_retryable() -> TestResult 
         kind(store.queue_push(b"s", &[b"x".to_vec()])),
         Some(ErrorKind::OutcomeUnknown)
     );
+    // Each cut drops the pooled connection; open the next one before arming,
+    // so the proxy cuts the call's reply and not the connection's setup.
+    assert!(store.kv_get(b"s", b"k")?.is_none());
     proxy.arm(b'C');
     assert_eq!(
         kind(store.kv_put(b"s", b"k", b"v")),
         Some(ErrorKind::OutcomeUnknown)
     );
     // A read that loses its reply changed nothing: it stays retryable.
+    assert_eq!(store.scan(b"s", b"n", b"k", -1, 10)?.len(), 1);
     proxy.arm(b'D');
     assert_eq!(kind(store.kv_get(b"s", b"k")), Some(ErrorKind::Unavailable));
     assert_eq!(store.kv_get(b"s", b"k")?.as_deref(), Some(&b"v"[..]));
