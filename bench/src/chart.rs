@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{color, esc, latency};
+use crate::report::{color, esc, latency, svg_open};
 use crate::scale::{Axis, OPS, ScaleResults, short};
 
 const COLS: usize = 3;
@@ -54,12 +54,6 @@ pub(crate) fn svg(r: &ScaleResults) -> String {
     let width = COLS as f64 * PANEL_W + 20.0;
     let height = top + section_head + h1 + section_head + h2 + 30.0;
 
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
         "vgi-storage-bench --scale{}: cost per op, log-log ({} runs); {} ({} cores), stores on {} at {}",
         if r.quick { " --quick" } else { "" },
@@ -69,11 +63,7 @@ pub(crate) fn svg(r: &ScaleResults) -> String {
         r.dir_fs,
         r.dir_mount
     );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="18" font-size="13" font-weight="bold">{}</text>"#,
-        esc(&title)
-    );
+    let mut s = svg_open(width, height, &title);
     // Legend: backends solid, ceilings dashed and paler.
     let mut lx = 10.0;
     for t in &r.targets {

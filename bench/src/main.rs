@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     let outcome = if args.first().map(String::as_str) == Some(child::SUBCOMMAND) {
         child::run(&args[1..])
     } else {
-        run(<Args as clap::Parser>::parse())
+        run(&<Args as clap::Parser>::parse())
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,7 +138,7 @@ fn default_out() -> PathBuf {
         .join(DEFAULT_OUT)
 }
 
-fn run(args: Args) -> BenchResult<()> {
+fn run(args: &Args) -> BenchResult<()> {
     let started = Instant::now();
     let (mut targets, mut skipped) = targets::available();
     if let Some(only) = &args.only {
@@ -180,10 +180,10 @@ fn run(args: Args) -> BenchResult<()> {
 
     notes.extend(skipped.iter().map(|s| format!("skipped:   {s}")));
     if args.scale {
-        return run_scale(&args, &targets, skipped, &notes, base.path(), started);
+        return run_scale(args, &targets, skipped, &notes, base.path(), started);
     }
-    print_header(&args, &targets, &notes, &machine, base.path(), &mount, &fs);
-    let (figures, infos) = measure(&targets, &args, base.path())?;
+    print_header(args, &targets, &notes, &machine, base.path(), &mount, &fs);
+    let (figures, infos) = measure(&targets, args, base.path())?;
     let results = Results {
         tool: "vgi-storage-bench",
         version: env!("CARGO_PKG_VERSION"),
@@ -192,8 +192,8 @@ fn run(args: Args) -> BenchResult<()> {
         dir: base.path().display().to_string(),
         dir_mount: mount,
         dir_fs: fs,
-        sizes: sizes_for_kind(&args, false),
-        fsync_sizes: sizes_for_kind(&args, true),
+        sizes: sizes_for_kind(args, false),
+        fsync_sizes: sizes_for_kind(args, true),
         targets: infos,
         skipped,
         figures,
@@ -209,14 +209,7 @@ fn run(args: Args) -> BenchResult<()> {
     for s in &results.skipped {
         println!("skipped: {s}");
     }
-    let suffix = if args.quick { "latest-quick" } else { "latest" };
-    let out = args.out.clone().unwrap_or_else(default_out);
-    let json_path = args
-        .json
-        .unwrap_or_else(|| out.join(format!("{suffix}.json")));
-    let svg_path = args
-        .svg
-        .unwrap_or_else(|| out.join(format!("{suffix}.svg")));
+    let stem = if args.quick { "latest-quick" } else { "latest" };
     let mut json = serde_json::to_value(&results)?;
     if let Some(obj) = json.as_object_mut() {
         obj.insert(
@@ -224,11 +217,38 @@ fn run(args: Args) -> BenchResult<()> {
             serde_json::to_value(report::ratio_map(&results))?,
         );
     }
-    write_file(&json_path, &serde_json::to_string_pretty(&json)?)?;
-    write_file(&svg_path, &report::svg(&results))?;
-    println!(
-        "total {:.0} s; figures in {}, chart in {}",
+    write_results(
+        args,
+        stem,
+        &serde_json::to_string_pretty(&json)?,
+        &report::svg(&results),
         results.total_secs,
+    )?;
+    Ok(())
+}
+
+/// Write a run's figures and chart to `--json`/`--svg`, or to `STEM.json` and
+/// `STEM.svg` in the output directory, and say where they went.
+fn write_results(
+    args: &Args,
+    stem: &str,
+    json: &str,
+    svg: &str,
+    total_secs: f64,
+) -> BenchResult<()> {
+    let out = args.out.clone().unwrap_or_else(default_out);
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.json")));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| out.join(format!("{stem}.svg")));
+    write_file(&json_path, json)?;
+    write_file(&svg_path, svg)?;
+    println!(
+        "total {total_secs:.0} s; figures in {}, chart in {}",
         json_path.display(),
         svg_path.display()
     );
@@ -332,23 +352,13 @@ fn run_scale(
         println!("skipped: {s}");
     }
     let stem = if args.quick { "scale-quick" } else { "scale" };
-    let out = args.out.clone().unwrap_or_else(default_out);
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| out.join(format!("{stem}.json")));
-    let svg_path = args
-        .svg
-        .clone()
-        .unwrap_or_else(|| out.join(format!("{stem}.svg")));
-    write_file(&json_path, &serde_json::to_string_pretty(&results)?)?;
-    write_file(&svg_path, &chart::svg(&results))?;
-    println!(
-        "total {:.0} s; figures in {}, chart in {}",
+    write_results(
+        args,
+        stem,
+        &serde_json::to_string_pretty(&results)?,
+        &chart::svg(&results),
         results.total_secs,
-        json_path.display(),
-        svg_path.display()
-    );
+    )?;
     Ok(())
 }
 

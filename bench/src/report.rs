@@ -262,6 +262,22 @@ pub(crate) fn color(target: &str, ceiling_of: Option<&str>) -> &'static str {
         .map_or("#999999", |(_, c)| c)
 }
 
+/// The start of an SVG document `width` by `height`: white ground, `title` on top.
+pub(crate) fn svg_open(width: f64, height: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="18" font-size="13" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    s
+}
+
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -295,12 +311,6 @@ pub(crate) fn svg(r: &Results) -> String {
     let width = left + plot + 90.0;
     let x = |v: f64| left + plot * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
 
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
         "vgi-storage-bench{}: ops/s (entries/s, items/s), median of {} runs, log scale; {} ({} cores), stores on {} at {}",
         if r.quick { " --quick" } else { "" },
@@ -310,11 +320,7 @@ pub(crate) fn svg(r: &Results) -> String {
         r.dir_fs,
         r.dir_mount
     );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="18" font-size="13" font-weight="bold">{}</text>"#,
-        esc(&title)
-    );
+    let mut s = svg_open(width, height, &title);
     // Legend.
     let mut lx = 10.0;
     for t in &order {
