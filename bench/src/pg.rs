@@ -12,13 +12,19 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 
 /// Start the server, durable as a real deployment (`fsync=on`,
 /// `full_page_writes=on`, `synchronous_commit=on`): a commit waits for its WAL
-/// flush. Returns where its data lives.
-pub(crate) fn start() -> Result<String, String> {
-    let server = TestServer::start_with(&[
+/// flush. Its data and socket live in `parent` (`VGI_BENCH_DIR`, as the
+/// other stores) when given, else in the system temp dir. Returns where its
+/// data lives.
+pub(crate) fn start(parent: Option<&Path>) -> Result<String, String> {
+    let settings = [
         ("fsync", "on"),
         ("full_page_writes", "on"),
         ("synchronous_commit", "on"),
-    ])
+    ];
+    let server = match parent {
+        Some(parent) => TestServer::start_in(parent, &settings),
+        None => TestServer::start_with(&settings),
+    }
     .map_err(|e| e.to_string())?;
     let dir = server.socket_dir().display().to_string();
     let _ = SERVER.set(server);
