@@ -137,9 +137,7 @@ struct Statements {
     clear_log: Statement,
     clear_queue: Statement,
     gc_touch: Statement,
-    gc_kv: Statement,
-    gc_log: Statement,
-    gc_queue: Statement,
+    gc_data: Statement,
 }
 
 impl Statements {
@@ -179,8 +177,14 @@ impl Statements {
         let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
         let kv_upsert = "ON CONFLICT ((sha256(scope)), (sha256(key))) \
                          DO UPDATE SET value = EXCLUDED.value";
-        // gc hands over the removed scopes ($1) and their digests ($2).
-        let scopes_in = "sha256(scope) = ANY($2::bytea[]) AND scope = ANY($1::bytea[])";
+        // gc's data deletes: joined to the removed scopes ($1) and their
+        // digests ($2), which the digest indexes serve.
+        let gc_delete = |table: &str| {
+            format!(
+                "DELETE FROM {s}.{table} t USING g \
+                 WHERE sha256(t.scope) = g.d AND t.scope = g.scope"
+            )
+        };
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
             touch: p(touch_upsert.clone())?,
@@ -267,9 +271,23 @@ impl Statements {
             gc_touch: p(format!(
                 "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
             ))?,
-            gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
-            gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
-            gc_queue: p(format!("DELETE FROM {s}.queue WHERE {scopes_in}"))?,
+            // The removed scopes' data, all three tables in one statement
+            // (one round trip, one plan) joined to the scopes as rows.
+            // `x = ANY(array)` with the scopes and digests as two arrays (one
+            // statement per table until 0.x) made the planner estimate every
+            // element of both arrays for every table: planning took longer
+            // than the deletes (EXPLAIN ANALYZE, 500 scopes: 0.8-1.1 ms of
+            // planning per table). All three deletes see one snapshot, taken
+            // after the touch rows were deleted (and locked): a writer to one
+            // of these scopes waits for gc's commit, so none can slip in.
+            gc_data: p(format!(
+                "WITH g AS MATERIALIZED (\
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) AS g(scope, d)), \
+                 k AS ({}), l AS ({}) {}",
+                gc_delete("kv"),
+                gc_delete("log"),
+                gc_delete("queue")
+            ))?,
         })
     }
 }
@@ -815,9 +833,7 @@ impl FunctionStorage for PostgresStorage {
             let digests: Vec<[u8; 32]> = scopes.iter().map(|s| digest(s)).collect();
             let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
             if !scopes.is_empty() {
-                tx.execute(&st.gc_kv, &[&scopes, &digests])?;
-                tx.execute(&st.gc_log, &[&scopes, &digests])?;
-                tx.execute(&st.gc_queue, &[&scopes, &digests])?;
+                tx.execute(&st.gc_data, &[&scopes, &digests])?;
             }
             commit(tx)?;
             Ok(GcReport { scopes })
