@@ -10,7 +10,7 @@
 //! `DELETE ... RETURNING` (the ceiling up to the second postgres pass) saves
 //! two round trips but loses the item when the reply is lost after the
 //! server's implicit commit: not the same durability, so not the ceiling (its
-//! figures are kept in bench/README.md).
+//! figures are kept in bench/README.md). [`AUTOCOMMIT_POP_VAR`]`=1` measures it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,6 +21,10 @@ use vgi_storage::{
 };
 
 use super::engine_error;
+
+/// Set to `1`, the ceiling pops with one autocommit statement, as it did up to
+/// the second postgres pass: faster, but not the backend's guarantee.
+pub(crate) const AUTOCOMMIT_POP_VAR: &str = "VGI_BENCH_PG_AUTOCOMMIT_POP";
 
 struct Prepared {
     kv_get: Statement,
@@ -45,6 +49,7 @@ pub(crate) struct RawPostgres {
     schema: String,
     pool: Mutex<Vec<Conn>>,
     clock: SharedClock,
+    autocommit_pop: bool,
 }
 
 impl RawPostgres {
@@ -57,6 +62,7 @@ impl RawPostgres {
             schema: schema.to_owned(),
             pool: Mutex::new(Vec::new()),
             clock,
+            autocommit_pop: std::env::var(AUTOCOMMIT_POP_VAR).is_ok_and(|v| v == "1"),
         };
         let s = &store.schema;
         let ddl = format!(
@@ -272,6 +278,11 @@ impl FunctionStorage for RawPostgres {
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.autocommit_pop {
+            return self.with("queue_pop", |c, st| {
+                Ok(c.query_opt(&st.pop, &[&scope])?.map(|r| r.get(0)))
+            });
+        }
         self.with("queue_pop", |c, st| {
             let mut tx = c.transaction()?;
             // Rows locked by other pops are skipped but not taken for an empty
