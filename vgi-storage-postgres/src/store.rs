@@ -177,14 +177,6 @@ impl Statements {
         let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
         let kv_upsert = "ON CONFLICT ((sha256(scope)), (sha256(key))) \
                          DO UPDATE SET value = EXCLUDED.value";
-        // gc's data deletes: joined to the removed scopes ($1) and their
-        // digests ($2), which the digest indexes serve.
-        let gc_delete = |table: &str| {
-            format!(
-                "DELETE FROM {s}.{table} t USING g \
-                 WHERE sha256(t.scope) = g.d AND t.scope = g.scope"
-            )
-        };
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
             touch: p(touch_upsert.clone())?,
@@ -271,25 +263,36 @@ impl Statements {
             gc_touch: p(format!(
                 "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
             ))?,
-            // The removed scopes' data, all three tables in one statement
-            // (one round trip, one plan) joined to the scopes as rows.
-            // `x = ANY(array)` with the scopes and digests as two arrays (one
-            // statement per table until 0.x) made the planner estimate every
-            // element of both arrays for every table: planning took longer
-            // than the deletes (EXPLAIN ANALYZE, 500 scopes: 0.8-1.1 ms of
-            // planning per table). All three deletes see one snapshot, taken
-            // after the touch rows were deleted (and locked): a writer to one
-            // of these scopes waits for gc's commit, so none can slip in.
-            gc_data: p(format!(
-                "WITH g AS MATERIALIZED (\
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) AS g(scope, d)), \
-                 k AS ({}), l AS ({}) {}",
-                gc_delete("kv"),
-                gc_delete("log"),
-                gc_delete("queue")
-            ))?,
+            gc_data: p(gc_data_sql(&s))?,
         })
     }
+}
+
+/// gc's data deletes: the removed scopes' data, all three tables in one
+/// statement (one round trip, one plan), joined to the scopes ($1) and their
+/// digests ($2) as rows, which the digest indexes serve.
+///
+/// `x = ANY(array)` with the scopes and digests as two arrays (one statement
+/// per table, before) made the planner estimate every element of both arrays
+/// for every table: planning took longer than the deletes (EXPLAIN ANALYZE,
+/// 500 scopes: 0.8-1.1 ms of planning per table). All three deletes see one
+/// snapshot, taken after the touch rows were deleted (and locked): a writer to
+/// one of these scopes waits for gc's commit, so none can slip in between.
+fn gc_data_sql(s: &str) -> String {
+    let delete = |table: &str| {
+        format!(
+            "DELETE FROM {s}.{table} t USING g \
+             WHERE sha256(t.scope) = g.d AND t.scope = g.scope"
+        )
+    };
+    format!(
+        "WITH g AS MATERIALIZED (\
+             SELECT * FROM unnest($1::bytea[], $2::bytea[]) AS g(scope, d)), \
+         k AS ({}), l AS ({}) {}",
+        delete("kv"),
+        delete("log"),
+        delete("queue")
+    )
 }
 
 /// One pooled connection with its prepared statements.
