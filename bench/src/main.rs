@@ -165,7 +165,19 @@ fn run(args: Args) -> BenchResult<()> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
         }
-        match pg::start(parent.as_deref()) {
+        // The server may run as another user (as root: `nobody`), who cannot
+        // reach into a private VGI_BENCH_DIR: then the system temp dir, said so.
+        let server = match pg::start(parent.as_deref()) {
+            Err(e) if parent.is_some() => {
+                notes.push(format!(
+                    "postgres:  cannot start in {DIR_VAR} ({}), so in the system temp dir",
+                    e.lines().last().unwrap_or_default()
+                ));
+                pg::start(None)
+            }
+            other => other,
+        };
+        match server {
             Ok(dir) => {
                 let (mount, fs) = machine::filesystem(Path::new(&dir));
                 notes.push(format!(
