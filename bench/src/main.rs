@@ -158,25 +158,8 @@ fn run(args: Args) -> BenchResult<()> {
     let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
     if targets.iter().any(|t| needs_pg(t.name)) {
         eprintln!("starting a throwaway PostgreSQL server for the postgres columns...");
-        // In VGI_BENCH_DIR, as the other stores: on a tmpfs, the server's
-        // WAL flushes cost nothing, leaving the store's own cost.
         let parent = std::env::var_os(DIR_VAR).map(PathBuf::from);
-        if let Some(dir) = &parent {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {DIR_VAR}={}: {e}", dir.display()))?;
-        }
-        // The server may run as another user (as root: `nobody`), who cannot
-        // reach into a private VGI_BENCH_DIR: then the system temp dir, said so.
-        let server = match pg::start(parent.as_deref()) {
-            Err(e) if parent.is_some() => {
-                notes.push(format!(
-                    "postgres:  cannot start in {DIR_VAR} ({}), so in the system temp dir",
-                    e.lines().last().unwrap_or_default()
-                ));
-                pg::start(None)
-            }
-            other => other,
-        };
+        let server = pg::start_in_bench_dir(parent.as_deref(), DIR_VAR, &mut notes)?;
         match server {
             Ok(dir) => {
                 let (mount, fs) = machine::filesystem(Path::new(&dir));
