@@ -158,7 +158,9 @@ fn run(args: &Args) -> BenchResult<()> {
     let needs_pg = |name: &str| matches!(name, "postgres" | "raw-postgres");
     if targets.iter().any(|t| needs_pg(t.name)) {
         eprintln!("starting a throwaway PostgreSQL server for the postgres columns...");
-        match pg::start() {
+        let parent = std::env::var_os(DIR_VAR).map(PathBuf::from);
+        let server = pg::start_in_bench_dir(parent.as_deref(), DIR_VAR, &mut notes)?;
+        match server {
             Ok(dir) => {
                 let (mount, fs) = machine::filesystem(Path::new(&dir));
                 notes.push(format!(

@@ -12,17 +12,47 @@ static SERVER: OnceLock<TestServer> = OnceLock::new();
 
 /// Start the server, durable as a real deployment (`fsync=on`,
 /// `full_page_writes=on`, `synchronous_commit=on`): a commit waits for its WAL
-/// flush. Returns where its data lives.
-pub(crate) fn start() -> Result<String, String> {
-    let server = TestServer::start_with(&[
+/// flush. Its data and socket live in `parent` (`VGI_BENCH_DIR`, as the
+/// other stores) when given, else in the system temp dir. Returns where its
+/// data lives.
+pub(crate) fn start(parent: Option<&Path>) -> Result<String, String> {
+    let settings = [
         ("fsync", "on"),
         ("full_page_writes", "on"),
         ("synchronous_commit", "on"),
-    ])
+    ];
+    let server = match parent {
+        Some(parent) => TestServer::start_in(parent, &settings),
+        None => TestServer::start_with(&settings),
+    }
     .map_err(|e| e.to_string())?;
     let dir = server.socket_dir().display().to_string();
     let _ = SERVER.set(server);
     Ok(dir)
+}
+
+/// Start the server in `parent` (the bench dir, `var` naming it), as the other
+/// stores: on a tmpfs its WAL flushes cost nothing, leaving the store's own
+/// cost. The server may run as another user (as root: `nobody`), who cannot
+/// reach into a private directory: then it starts in the system temp dir, and
+/// a note says so. The outer error is the bench dir's; the inner, the server's.
+pub(crate) fn start_in_bench_dir(
+    parent: Option<&Path>,
+    var: &str,
+    notes: &mut Vec<String>,
+) -> Result<Result<String, String>, String> {
+    let Some(parent) = parent else {
+        return Ok(start(None));
+    };
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {var}={}: {e}", parent.display()))?;
+    Ok(start(Some(parent)).or_else(|e| {
+        notes.push(format!(
+            "postgres:  cannot start in {var} ({}), so in the system temp dir",
+            e.lines().last().unwrap_or_default()
+        ));
+        start(None)
+    }))
 }
 
 /// The server's URL: this process's server, or the parent's for a pop worker.

@@ -175,7 +175,8 @@ fn all() -> Vec<Target> {
             "raw-postgres",
             "postgres",
             "raw postgres crate on the same server, fsync=on, synchronous_commit=on (same as \
-             postgres); one statement or transaction per call",
+             postgres); one statement or transaction per call; a pop commits with the row in \
+             hand (VGI_BENCH_PG_AUTOCOMMIT_POP=1: one autocommit statement, which does not)",
             Opener::RawPostgres,
         ),
     ]

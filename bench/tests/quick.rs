@@ -163,3 +163,29 @@ fn out_puts_the_figures_and_the_chart_in_one_directory() -> TestResult {
     }
     Ok(())
 }
+
+/// Regression: the bench put the throwaway PostgreSQL server in
+/// `VGI_BENCH_DIR`, and as root the server runs as `nobody`, who cannot reach
+/// into a private directory (a test's tempdir is 0700): the postgres columns
+/// were skipped with "Permission denied". The run must fall back to the system
+/// temp dir and measure them (unless no server binaries are installed).
+#[test]
+fn quick_postgres_run_starts_its_server_beside_a_private_bench_dir() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = bench(dir.path(), &["--quick", "--only", "raw-postgres"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed:\n{stdout}\n{stderr}");
+    if stdout.contains("were not found") {
+        return Ok(()); // no PostgreSQL server binaries on this machine
+    }
+    assert!(
+        stdout.contains("postgres:  server data in"),
+        "the server did not start:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("queue drain, 4 processes"),
+        "the raw-postgres drains did not run:\n{stdout}"
+    );
+    Ok(())
+}

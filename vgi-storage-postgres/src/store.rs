@@ -137,9 +137,7 @@ struct Statements {
     clear_log: Statement,
     clear_queue: Statement,
     gc_touch: Statement,
-    gc_kv: Statement,
-    gc_log: Statement,
-    gc_queue: Statement,
+    gc_data: Statement,
 }
 
 impl Statements {
@@ -179,8 +177,6 @@ impl Statements {
         let touch_cte = format!("WITH t AS ({touch_upsert} RETURNING scope)");
         let kv_upsert = "ON CONFLICT ((sha256(scope)), (sha256(key))) \
                          DO UPDATE SET value = EXCLUDED.value";
-        // gc hands over the removed scopes ($1) and their digests ($2).
-        let scopes_in = "sha256(scope) = ANY($2::bytea[]) AND scope = ANY($1::bytea[])";
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Self {
             touch: p(touch_upsert.clone())?,
@@ -267,11 +263,36 @@ impl Statements {
             gc_touch: p(format!(
                 "DELETE FROM {s}.touch WHERE touched_at < $1 RETURNING scope"
             ))?,
-            gc_kv: p(format!("DELETE FROM {s}.kv WHERE {scopes_in}"))?,
-            gc_log: p(format!("DELETE FROM {s}.log WHERE {scopes_in}"))?,
-            gc_queue: p(format!("DELETE FROM {s}.queue WHERE {scopes_in}"))?,
+            gc_data: p(gc_data_sql(&s))?,
         })
     }
+}
+
+/// gc's data deletes: the removed scopes' data, all three tables in one
+/// statement (one round trip instead of three), each matched by the scopes'
+/// digests ($2, which the digest indexes serve) and names ($1).
+///
+/// All three deletes see one snapshot, taken after the touch rows were deleted
+/// (and locked): a writer to one of these scopes waits for gc's commit, so
+/// none can slip in between. Each table keeps the plan it had as a statement of
+/// its own: a join to the scopes as rows (`unnest($1, $2)`) plans once instead
+/// of weighing every element of both arrays per table, and was three times
+/// faster on small tables, but on a large table without statistics the planner
+/// hash-joins over a sequential scan that digests every row (100k log rows:
+/// 160 ms where `= ANY` took 10 ms).
+fn gc_data_sql(s: &str) -> String {
+    let delete = |table: &str| {
+        format!(
+            "DELETE FROM {s}.{table} \
+             WHERE sha256(scope) = ANY($2::bytea[]) AND scope = ANY($1::bytea[])"
+        )
+    };
+    format!(
+        "WITH k AS ({}), l AS ({}) {}",
+        delete("kv"),
+        delete("log"),
+        delete("queue")
+    )
 }
 
 /// One pooled connection with its prepared statements.
@@ -815,9 +836,7 @@ impl FunctionStorage for PostgresStorage {
             let digests: Vec<[u8; 32]> = scopes.iter().map(|s| digest(s)).collect();
             let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
             if !scopes.is_empty() {
-                tx.execute(&st.gc_kv, &[&scopes, &digests])?;
-                tx.execute(&st.gc_log, &[&scopes, &digests])?;
-                tx.execute(&st.gc_queue, &[&scopes, &digests])?;
+                tx.execute(&st.gc_data, &[&scopes, &digests])?;
             }
             commit(tx)?;
             Ok(GcReport { scopes })

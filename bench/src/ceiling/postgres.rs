@@ -2,8 +2,15 @@
 //! backend (`fsync=on`, `synchronous_commit=on`): the ceiling of the postgres
 //! backend. One statement or one transaction per call, prepared once per
 //! connection; names as plain primary keys (the bench's names are short),
-//! stamps from the run's clock (as the backend's test clock), pops as one
-//! autocommit statement.
+//! stamps from the run's clock (as the backend's test clock).
+//!
+//! A pop is a transaction that commits with the claimed row in the client's
+//! hands (BEGIN, the prepared claim, COMMIT), the guarantee the backend gives:
+//! a connection lost before the commit leaves the item queued. One autocommit
+//! `DELETE ... RETURNING` (the ceiling up to the second postgres pass) saves
+//! two round trips but loses the item when the reply is lost after the
+//! server's implicit commit: not the same durability, so not the ceiling (its
+//! figures are kept in bench/README.md). [`AUTOCOMMIT_POP_VAR`]`=1` measures it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,6 +22,10 @@ use vgi_storage::{
 
 use super::engine_error;
 
+/// Set to `1`, the ceiling pops with one autocommit statement, as it did up to
+/// the second postgres pass: faster, but not the backend's guarantee.
+pub(crate) const AUTOCOMMIT_POP_VAR: &str = "VGI_BENCH_PG_AUTOCOMMIT_POP";
+
 struct Prepared {
     kv_get: Statement,
     kv_put: Statement,
@@ -23,6 +34,7 @@ struct Prepared {
     scan: Statement,
     push: Statement,
     pop: Statement,
+    pop_wait: Statement,
 }
 
 struct Conn {
@@ -37,6 +49,7 @@ pub(crate) struct RawPostgres {
     schema: String,
     pool: Mutex<Vec<Conn>>,
     clock: SharedClock,
+    autocommit_pop: bool,
 }
 
 impl RawPostgres {
@@ -49,6 +62,7 @@ impl RawPostgres {
             schema: schema.to_owned(),
             pool: Mutex::new(Vec::new()),
             clock,
+            autocommit_pop: std::env::var(AUTOCOMMIT_POP_VAR).is_ok_and(|v| v == "1"),
         };
         let s = &store.schema;
         let ddl = format!(
@@ -106,6 +120,11 @@ impl RawPostgres {
             pop: client.prepare(&format!(
                 "DELETE FROM {s}.queue WHERE id = (SELECT id FROM {s}.queue WHERE scope = $1 \
                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING item"
+            ))?,
+            // On a miss: wait for the pops holding rows (they may roll back),
+            // locking the oldest row left, if any.
+            pop_wait: client.prepare(&format!(
+                "SELECT id FROM {s}.queue WHERE scope = $1 ORDER BY id LIMIT 1 FOR UPDATE"
             ))?,
         };
         Ok(Conn { client, st })
@@ -259,8 +278,25 @@ impl FunctionStorage for RawPostgres {
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.autocommit_pop {
+            return self.with("queue_pop", |c, st| {
+                Ok(c.query_opt(&st.pop, &[&scope])?.map(|r| r.get(0)))
+            });
+        }
         self.with("queue_pop", |c, st| {
-            Ok(c.query_opt(&st.pop, &[&scope])?.map(|r| r.get(0)))
+            let mut tx = c.transaction()?;
+            // Rows locked by other pops are skipped but not taken for an empty
+            // queue: a miss waits for them and claims again.
+            let item = loop {
+                if let Some(row) = tx.query_opt(&st.pop, &[&scope])? {
+                    break Some(row.get(0));
+                }
+                if tx.query_opt(&st.pop_wait, &[&scope])?.is_none() {
+                    break None;
+                }
+            };
+            tx.commit()?;
+            Ok(item)
         })
     }
 
