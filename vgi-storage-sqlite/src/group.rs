@@ -12,8 +12,12 @@
 //!   thread alone pays a few locks of an uncontended mutex and nothing else.
 //! - A call that finds a leader at work queues a copy of its write and sleeps
 //!   until a leader has committed it (or failed it). When a leader is done and
-//!   writes are still queued, it wakes the oldest queued caller as the next
-//!   leader, which takes the queue as its group.
+//!   writes are still queued, it wakes the oldest queued caller to lead
+//!   next, which takes the queue as its group. A thread already running (the
+//!   last leader, back with its next write) may take the lead first, so the
+//!   connection does not sit idle while the woken caller is scheduled; the
+//!   woken caller then finds its call taken, or still queued and the lead
+//!   taken, and sleeps again.
 //!
 //! What each caller sees is what it would alone:
 //!
@@ -323,7 +327,8 @@ enum Failure {
 enum Notice {
     /// Its call is done.
     Done(std::result::Result<Out, Failure>),
-    /// The leader before it is done and it is the oldest queued: it leads now.
+    /// The leader before it is done and it was the oldest queued: it leads
+    /// now, unless another thread took the lead (or its call) first.
     Lead,
 }
 
@@ -410,16 +415,18 @@ impl Drop for Entry<'_> {
     }
 }
 
-/// Clears `leading` or names the next leader when the current one is done,
-/// also when it panics.
+/// Clears `leading` when the current leader is done, also when it panics, and
+/// wakes the oldest queued caller to lead next. A thread already running
+/// (the leader's own, back with its next write) may take the lead first: the
+/// connection does not sit idle while a sleeping follower wakes up.
 struct Leading<'g>(&'g Group);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.0.state);
-        match state.queue.front() {
-            Some(next) => next.slot.tell(Notice::Lead),
-            None => state.leading = false,
+        state.leading = false;
+        if let Some(next) = state.queue.front() {
+            next.slot.tell(Notice::Lead);
         }
     }
 }
@@ -450,9 +457,25 @@ impl Group {
             slot: Arc::clone(&slot),
         });
         drop(state);
-        match slot.wait() {
-            Notice::Done(result) => result.map_err(|f| failure(ctx.name, operation, f)),
-            Notice::Lead => self.lead(ctx, None, Some(&slot), operation),
+        loop {
+            match slot.wait() {
+                Notice::Done(result) => {
+                    return result.map_err(|f| failure(ctx.name, operation, f));
+                }
+                Notice::Lead => {
+                    // Lead only if the call is still queued (a leader that
+                    // came first takes it, and tells it `Done`) and nobody
+                    // leads; else sleep again. Calls leave the queue only from
+                    // its front, so a queued call told to lead is its oldest.
+                    let mut state = lock(&self.state);
+                    let queued = state.queue.iter().any(|q| Arc::ptr_eq(&q.slot, &slot));
+                    if queued && !state.leading {
+                        state.leading = true;
+                        drop(state);
+                        return self.lead(ctx, None, Some(&slot), operation);
+                    }
+                }
+            }
         }
     }
 
