@@ -120,6 +120,49 @@ pub(crate) enum Out {
     Item(Option<Vec<u8>>),
 }
 
+impl Out {
+    /// The result of a call that returns nothing.
+    pub(crate) fn unit(self) -> Option<()> {
+        matches!(self, Out::Unit).then_some(())
+    }
+
+    /// A compare-and-swap's answer.
+    pub(crate) fn bool(self) -> Option<bool> {
+        match self {
+            Out::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// An append's id.
+    pub(crate) fn id(self) -> Option<i64> {
+        match self {
+            Out::Id(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// A batch append's ids.
+    pub(crate) fn ids(self) -> Option<Vec<i64>> {
+        match self {
+            Out::Ids(ids) => Some(ids),
+            _ => None,
+        }
+    }
+
+    /// A pop's item (the outer `Option` says whether this was a pop's result).
+    #[allow(
+        clippy::option_option,
+        reason = "outer: the shape matched; inner: the pop's answer"
+    )]
+    pub(crate) fn item(self) -> Option<Option<Vec<u8>>> {
+        match self {
+            Out::Item(item) => Some(item),
+            _ => None,
+        }
+    }
+}
+
 fn owned(b: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
     Cow::Owned(b.into_owned())
 }
@@ -694,19 +737,6 @@ fn failure(store: &str, operation: &'static str, f: Failure) -> StorageError {
         Failure::Group { failed, others } => error::group(store, operation, failed, others),
         Failure::Panicked => error::group_panicked(store, operation),
     }
-}
-
-/// Turn a group's result into the call's own type; any other shape is a bug
-/// here, reported as an error rather than a panic.
-pub(crate) fn expect<T>(
-    store: &str,
-    operation: &'static str,
-    out: Out,
-    f: impl FnOnce(Out) -> Option<T>,
-) -> Result<T> {
-    f(out).ok_or_else(|| {
-        error::internal(store, operation, "the group returned another call's result")
-    })
 }
 
 #[cfg(test)]

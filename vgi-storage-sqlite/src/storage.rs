@@ -203,8 +203,10 @@ impl SqliteStorage {
     }
 
     /// Run `op` in a group commit shared with concurrent writes of this
-    /// process (see [`crate::group`]).
-    fn grouped(&self, op: Op<'_>) -> Result<Out> {
+    /// process (see [`crate::group`]), and take its result out with `pick`
+    /// (one of `Out`'s accessors).
+    fn grouped<T>(&self, op: Op<'_>, pick: impl FnOnce(Out) -> Option<T>) -> Result<T> {
+        let operation = op.operation();
         let ctx = group::Ctx {
             name: &self.name,
             writer: &self.writer,
@@ -212,7 +214,14 @@ impl SqliteStorage {
             turn: &self.turn,
             writers_waiting: &self.writers_waiting,
         };
-        self.group.submit(&ctx, op)
+        let out = self.group.submit(&ctx, op)?;
+        pick(out).ok_or_else(|| {
+            error::internal(
+                &self.name,
+                operation,
+                "the group returned another call's result",
+            )
+        })
     }
 
     fn after_write(&self, committed: bool) {
@@ -650,14 +659,14 @@ impl FunctionStorage for SqliteStorage {
 
     fn kv_put(&self, scope: &[u8], key: &[u8], value: &[u8]) -> Result<()> {
         self.check_len(value.len())?;
-        let out = self.grouped(Op::KvPut {
-            scope: scope.into(),
-            key: key.into(),
-            value: value.into(),
-        })?;
-        group::expect(&self.name, "kv_put", out, |o| {
-            matches!(o, Out::Unit).then_some(())
-        })
+        self.grouped(
+            Op::KvPut {
+                scope: scope.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            Out::unit,
+        )
     }
 
     fn kv_put_batch(&self, scope: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
@@ -667,23 +676,23 @@ impl FunctionStorage for SqliteStorage {
         for (_, v) in entries {
             self.check_len(v.len())?;
         }
-        let out = self.grouped(Op::KvPutBatch {
-            scope: scope.into(),
-            entries: entries.into(),
-        })?;
-        group::expect(&self.name, "kv_put_batch", out, |o| {
-            matches!(o, Out::Unit).then_some(())
-        })
+        self.grouped(
+            Op::KvPutBatch {
+                scope: scope.into(),
+                entries: entries.into(),
+            },
+            Out::unit,
+        )
     }
 
     fn kv_del(&self, scope: &[u8], key: &[u8]) -> Result<()> {
-        let out = self.grouped(Op::KvDel {
-            scope: scope.into(),
-            key: key.into(),
-        })?;
-        group::expect(&self.name, "kv_del", out, |o| {
-            matches!(o, Out::Unit).then_some(())
-        })
+        self.grouped(
+            Op::KvDel {
+                scope: scope.into(),
+                key: key.into(),
+            },
+            Out::unit,
+        )
     }
 
     fn kv_compare_and_swap(
@@ -696,30 +705,28 @@ impl FunctionStorage for SqliteStorage {
         if let Some(v) = new {
             self.check_len(v.len())?;
         }
-        let out = self.grouped(Op::Cas {
-            scope: scope.into(),
-            key: key.into(),
-            expected: expected.map(Into::into),
-            new: new.map(Into::into),
-        })?;
-        group::expect(&self.name, "kv_compare_and_swap", out, |o| match o {
-            Out::Bool(swapped) => Some(swapped),
-            _ => None,
-        })
+        self.grouped(
+            Op::Cas {
+                scope: scope.into(),
+                key: key.into(),
+                expected: expected.map(Into::into),
+                new: new.map(Into::into),
+            },
+            Out::bool,
+        )
     }
 
     fn append(&self, scope: &[u8], ns: &[u8], key: &[u8], value: &[u8]) -> Result<i64> {
         self.check_len(value.len())?;
-        let out = self.grouped(Op::Append {
-            scope: scope.into(),
-            ns: ns.into(),
-            key: key.into(),
-            value: value.into(),
-        })?;
-        group::expect(&self.name, "append", out, |o| match o {
-            Out::Id(id) => Some(id),
-            _ => None,
-        })
+        self.grouped(
+            Op::Append {
+                scope: scope.into(),
+                ns: ns.into(),
+                key: key.into(),
+                value: value.into(),
+            },
+            Out::id,
+        )
     }
 
     fn append_batch(
@@ -735,16 +742,15 @@ impl FunctionStorage for SqliteStorage {
         for v in values {
             self.check_len(v.len())?;
         }
-        let out = self.grouped(Op::AppendBatch {
-            scope: scope.into(),
-            ns: ns.into(),
-            key: key.into(),
-            values: values.into(),
-        })?;
-        group::expect(&self.name, "append_batch", out, |o| match o {
-            Out::Ids(ids) => Some(ids),
-            _ => None,
-        })
+        self.grouped(
+            Op::AppendBatch {
+                scope: scope.into(),
+                ns: ns.into(),
+                key: key.into(),
+                values: values.into(),
+            },
+            Out::ids,
+        )
     }
 
     fn scan(
@@ -778,13 +784,13 @@ impl FunctionStorage for SqliteStorage {
         for item in items {
             self.check_len(item.len())?;
         }
-        let out = self.grouped(Op::QueuePush {
-            scope: scope.into(),
-            items: items.into(),
-        })?;
-        group::expect(&self.name, "queue_push", out, |o| {
-            matches!(o, Out::Unit).then_some(())
-        })
+        self.grouped(
+            Op::QueuePush {
+                scope: scope.into(),
+                items: items.into(),
+            },
+            Out::unit,
+        )
     }
 
     fn queue_pop(&self, scope: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -793,13 +799,12 @@ impl FunctionStorage for SqliteStorage {
         // finishes it, not the one that returned the row: the group steps it
         // to the end, so an item is handed out only once the commit that
         // removed it succeeded (see `group::Op::run`).
-        let out = self.grouped(Op::QueuePop {
-            scope: scope.into(),
-        })?;
-        group::expect(&self.name, "queue_pop", out, |o| match o {
-            Out::Item(item) => Some(item),
-            _ => None,
-        })
+        self.grouped(
+            Op::QueuePop {
+                scope: scope.into(),
+            },
+            Out::item,
+        )
     }
 
     fn clear(&self, scope: &[u8]) -> Result<()> {
