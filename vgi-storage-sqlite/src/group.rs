@@ -280,8 +280,7 @@ impl Op<'_> {
                 Ok(Out::Unit)
             }
             Op::KvDel { scope, key } => {
-                conn.prepare_cached(st::KV_DEL)?
-                    .execute(params![scope, key])?;
+                st::kv_del_on(conn, scope, key)?;
                 Ok(Out::Unit)
             }
             Op::Cas {
@@ -296,10 +295,7 @@ impl Op<'_> {
                 }
                 match new {
                     Some(v) => st::kv_put_on(conn, scope, key, v)?,
-                    None if current.is_some() => {
-                        conn.prepare_cached(st::KV_DEL)?
-                            .execute(params![scope, key])?;
-                    }
+                    None if current.is_some() => st::kv_del_on(conn, scope, key)?,
                     None => {}
                 }
                 st::touch(conn, scope, now)?;

@@ -46,7 +46,7 @@ const TOUCH: &str = "INSERT INTO vgi_scope (scope, touched_at) VALUES (?1, ?2)
 const KV_GET: &str = "SELECT value FROM vgi_kv WHERE scope = ?1 AND key = ?2";
 const KV_PUT: &str = "INSERT INTO vgi_kv (scope, key, value) VALUES (?1, ?2, ?3)
     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value";
-pub(crate) const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
+const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
 const LOG_APPEND: &str = "INSERT INTO vgi_log (scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)";
 const LOG_SCAN: &str = "SELECT id, value FROM vgi_log
     WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4 ORDER BY id LIMIT ?5";
@@ -585,6 +585,11 @@ pub(crate) fn kv_put_on(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(KV_PUT)?
         .execute(params![scope, key, value])?;
+    Ok(())
+}
+
+pub(crate) fn kv_del_on(conn: &Connection, scope: &[u8], key: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(KV_DEL)?.execute(params![scope, key])?;
     Ok(())
 }
 
