@@ -58,7 +58,7 @@ use rusqlite::{Connection, params};
 use vgi_storage_core::{Result, SharedClock, StorageError};
 
 use crate::error::{self, Failed};
-use crate::read::WaitingWriter;
+use crate::read;
 use crate::storage::{self as st, TurnSlot};
 
 /// Calls one group holds at most.
@@ -557,10 +557,7 @@ impl Group {
             });
         }
         {
-            let conn = {
-                let _waiting = WaitingWriter::new(ctx.writers_waiting);
-                lock(ctx.writer)
-            };
+            let conn = read::lock_writer(ctx.writer, ctx.writers_waiting);
             self.take(&mut entries, &mut bytes);
             let committed = if entries.len() == 1 && entries[0].op.is_one_statement() {
                 // Alone and one statement: autocommit, no BEGIN/COMMIT to pay.

@@ -19,12 +19,24 @@ use rusqlite::Connection;
 use crate::config::Options;
 use crate::storage::connect;
 
-/// Counts a thread waiting for the write connection while it lives, so reads
-/// leave the write connection to it (see [`ReadPool::with`]).
-pub(crate) struct WaitingWriter<'a>(&'a AtomicUsize);
+/// Take the write connection for a write, counted in `waiting` while it waits,
+/// so reads leave the connection to it (see [`ReadPool::with`]).
+///
+/// A panic inside a call leaves no transaction open (the callers' guards roll
+/// it back while unwinding), so a poisoned connection is still usable.
+pub(crate) fn lock_writer<'a>(
+    writer: &'a Mutex<Connection>,
+    waiting: &AtomicUsize,
+) -> MutexGuard<'a, Connection> {
+    let _waiting = WaitingWriter::new(waiting);
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counts a thread waiting for the write connection while it lives.
+struct WaitingWriter<'a>(&'a AtomicUsize);
 
 impl<'a> WaitingWriter<'a> {
-    pub(crate) fn new(count: &'a AtomicUsize) -> Self {
+    fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::SeqCst);
         Self(count)
     }

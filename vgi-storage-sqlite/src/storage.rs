@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -18,7 +18,7 @@ use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
 use crate::group::{self, Group, Op, Out};
 use crate::inspect;
-use crate::read::{ReadPool, WaitingWriter};
+use crate::read::{self, ReadPool};
 use crate::schema;
 use crate::turn::Turn;
 
@@ -182,11 +182,7 @@ impl SqliteStorage {
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
-        // Reads borrow the write connection only while no writer waits for it.
-        let _waiting = WaitingWriter::new(&self.writers_waiting);
-        // A panic inside a call leaves no transaction open (the guard rolls it
-        // back while unwinding), so a poisoned connection is still usable.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        read::lock_writer(&self.writer, &self.writers_waiting)
     }
 
     /// Run `f` in one `BEGIN IMMEDIATE` transaction on the write connection,
