@@ -131,14 +131,23 @@ impl<C: Connection> Pool<C> {
         }
     }
 
+    /// Release the lock and wake one waiter (or all, with `all`), only if a
+    /// caller waits: every call hands a connection back, and a condvar
+    /// notification is a system call even when nobody waits.
+    fn wake(&self, state: MutexGuard<'_, State<C>>, all: bool) {
+        let waiting = state.waiters > 0;
+        drop(state);
+        match (waiting, all) {
+            (false, _) => {}
+            (true, false) => self.freed.notify_one(),
+            (true, true) => self.freed.notify_all(),
+        }
+    }
+
     fn release_slot(&self) {
         let mut state = self.lock();
         state.open -= 1;
-        let waiting = state.waiters > 0;
-        drop(state);
-        if waiting {
-            self.freed.notify_one();
-        }
+        self.wake(state, false);
     }
 
     /// Drop every idle connection: the server went away, so they are dead too.
@@ -148,11 +157,7 @@ impl<C: Connection> Pool<C> {
         state.idle.clear();
         state.open -= dropped;
         state.generation += 1;
-        let waiting = state.waiters > 0;
-        drop(state);
-        if waiting {
-            self.freed.notify_all();
-        }
+        self.wake(state, true);
     }
 
     fn put_back(&self, conn: C, generation: u64, broken: bool) {
@@ -162,11 +167,7 @@ impl<C: Connection> Pool<C> {
         } else {
             state.idle.push(conn);
         }
-        let waiting = state.waiters > 0;
-        drop(state);
-        if waiting {
-            self.freed.notify_one();
-        }
+        self.wake(state, false);
     }
 }
 
