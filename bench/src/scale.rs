@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -22,6 +22,7 @@ use crate::machine::Machine;
 use crate::report::{TargetInfo, latency};
 use crate::stats::{median, percentile};
 use crate::targets::Target;
+use crate::workloads;
 use crate::{BenchResult, bail};
 
 /// The targets `--scale` runs without `--only`: every backend and the
@@ -472,72 +473,25 @@ fn scope_name(i: usize) -> Vec<u8> {
     format!("s{i:08}").into_bytes()
 }
 
-fn elapsed_ns(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// What one thread of [`timed`] measured: start, end, each call's latency, each call's token.
-type Part = (Instant, Instant, Vec<u64>, Vec<u64>);
-
-/// Run `total` calls of `call(thread, index)` split over `threads` threads,
-/// each call timed; returns the sample and each call's token (in no order).
+/// Run `total` calls of `call(thread, index)` split over `threads` threads
+/// started together ([`workloads::parallel`]), each call timed; returns the
+/// sample and each call's token (in no order).
 fn timed<F>(threads: usize, total: usize, call: F) -> BenchResult<(RunSample, Vec<u64>)>
 where
     F: Fn(usize, usize) -> BenchResult<u64> + Sync,
 {
     let threads = threads.max(1);
-    let barrier = Barrier::new(threads);
-    // Each thread notes when it started and ended: the wall time runs from
-    // the first start to the last end, whenever the coordinating thread
-    // happens to be scheduled on a loaded machine.
-    let parts: Vec<BenchResult<Part>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (barrier, call) = (&barrier, &call);
-                s.spawn(move || -> BenchResult<Part> {
-                    let mine: Vec<usize> = (t..total).step_by(threads).collect();
-                    let mut lat = Vec::with_capacity(mine.len());
-                    let mut tokens = Vec::with_capacity(mine.len());
-                    barrier.wait();
-                    let began = Instant::now();
-                    for i in mine {
-                        let start = Instant::now();
-                        let token = call(t, i)?;
-                        lat.push(elapsed_ns(start));
-                        tokens.push(token);
-                    }
-                    Ok((began, Instant::now(), lat, tokens))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a benchmark thread panicked".into()))
-            })
-            .collect()
-    });
-    let mut start: Option<Instant> = None;
-    let mut end: Option<Instant> = None;
-    let mut sample = RunSample {
-        ns_per_op: 0.0,
-        lat_ns: Vec::with_capacity(total),
+    let (secs, lat_ns, parts) = workloads::parallel(threads, |t, lat| {
+        let mine = (t..total).step_by(threads);
+        lat.reserve(mine.len());
+        mine.map(|i| workloads::timed(lat, || call(t, i)))
+            .collect::<BenchResult<Vec<u64>>>()
+    })?;
+    let sample = RunSample {
+        ns_per_op: secs * 1e9 / total.max(1) as f64,
+        lat_ns,
     };
-    let mut tokens = Vec::with_capacity(total);
-    for part in parts {
-        let (began, ended, lat, tok) = part?;
-        start = Some(start.map_or(began, |f| f.min(began)));
-        end = Some(end.map_or(ended, |l| l.max(ended)));
-        sample.lat_ns.extend(lat);
-        tokens.extend(tok);
-    }
-    let wall = match (start, end) {
-        (Some(f), Some(l)) => l.saturating_duration_since(f).as_nanos() as f64,
-        _ => 0.0,
-    };
-    sample.ns_per_op = wall / total.max(1) as f64;
-    Ok((sample, tokens))
+    Ok((sample, parts.into_iter().flatten().collect()))
 }
 
 impl Live {
@@ -736,7 +690,7 @@ impl Live {
 
         let start = Instant::now();
         let report = store.gc(AGE / 2)?;
-        let ns = elapsed_ns(start);
+        let ns = workloads::nanos(start.elapsed());
         if report.scopes.len() != k || report.scopes.iter().any(|s| !s.starts_with(b"stale-")) {
             bail!(
                 "gc removed {} scopes, want exactly the {k} stale ones (live ones must stay)",

@@ -312,14 +312,14 @@ fn key(prefix: &str, i: usize) -> Vec<u8> {
 }
 
 /// Time one call, pushing its latency.
-fn timed<T>(lat: &mut Vec<u64>, f: impl FnOnce() -> BenchResult<T>) -> BenchResult<T> {
+pub(crate) fn timed<T>(lat: &mut Vec<u64>, f: impl FnOnce() -> BenchResult<T>) -> BenchResult<T> {
     let t = Instant::now();
     let r = f();
     lat.push(nanos(t.elapsed()));
     r
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -329,7 +329,7 @@ type Outcome<R> = BenchResult<(Instant, Instant, Vec<u64>, R)>;
 /// Run `work(thread)` on `threads` threads started together; return the wall
 /// time (first start to last finish, as each thread saw it), every latency, and
 /// each thread's result.
-fn parallel<R: Send>(
+pub(crate) fn parallel<R: Send>(
     threads: usize,
     work: impl Fn(usize, &mut Vec<u64>) -> BenchResult<R> + Sync,
 ) -> BenchResult<(f64, Vec<u64>, Vec<R>)> {
