@@ -129,6 +129,9 @@ const QUICK: RetryPolicy = RetryPolicy::DEFAULT
     .with_deadline(Duration::from_secs(600));
 
 fn adapter(store: &Arc<Faulty>, policy: RetryPolicy) -> VgiStorage {
+    // Every test installs the recorder before any call can emit an event, so
+    // no callsite's interest is settled without it.
+    recorder();
     VgiStorage::new(store.clone()).with_policy(policy)
 }
 
@@ -288,12 +291,32 @@ fn a_failed_gc_pass_does_not_panic() {
     assert_eq!(vgi.kv_get(b"s", b"k").as_deref(), Some(&b"v"[..]));
 }
 
-/// An event as the recorder keeps it: its level and every field, as text.
-type Recorded = (tracing::Level, Vec<(String, String)>);
+/// An event as the recorder keeps it: the thread that emitted it, its level
+/// and every field, as text.
+type Recorded = (std::thread::ThreadId, tracing::Level, Vec<(String, String)>);
 
 /// A subscriber that keeps every event it sees; clones share the list.
+///
+/// It is installed once as the global default ([`recorder`]), not per test
+/// with `with_default`: a scoped subscriber misses an event whose callsite
+/// another test thread, with no subscriber, registered at the same moment
+/// (the callsite's interest is cached as "never"), which made the event test
+/// fail now and then under the parallel test runner.
 #[derive(Clone, Default)]
 struct Recorder(Arc<std::sync::Mutex<Vec<Recorded>>>);
+
+/// The process's recorder, installed as the global subscriber on first use;
+/// tests read back the events of their own thread.
+fn recorder() -> &'static Recorder {
+    static RECORDER: std::sync::OnceLock<Recorder> = std::sync::OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder = Recorder::default();
+        // Nothing else in this binary installs a subscriber; should one have,
+        // the test below finds no event and says so.
+        let _ = tracing::subscriber::set_global_default(recorder.clone());
+        recorder
+    })
+}
 
 struct Fields(Vec<(String, String)>);
 
@@ -319,7 +342,11 @@ impl tracing::Subscriber for Recorder {
         let mut fields = Fields(Vec::new());
         event.record(&mut fields);
         if let Ok(mut events) = self.0.lock() {
-            events.push((*event.metadata().level(), fields.0));
+            events.push((
+                std::thread::current().id(),
+                *event.metadata().level(),
+                fields.0,
+            ));
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
@@ -330,22 +357,25 @@ impl tracing::Subscriber for Recorder {
 /// operation and the whole error, for workers whose panics go unseen.
 #[test]
 fn a_failure_is_a_tracing_error_event_before_the_panic() {
-    let recorder = Recorder::default();
+    let recorder = recorder();
     let store = Faulty::new(ErrorKind::StorageFull, u32::MAX);
     let vgi = adapter(&store, QUICK);
-    let panicked = tracing::subscriber::with_default(recorder.clone(), || {
-        panic_message(|| vgi.kv_put(b"s", b"k", b"v"))
-    });
+    let panicked = panic_message(|| vgi.kv_put(b"s", b"k", b"v"));
     assert!(panicked.is_some());
-    let events = recorder.0.lock().map(|e| e.clone()).unwrap_or_default();
+    let me = std::thread::current().id();
+    let events: Vec<_> = recorder
+        .0
+        .lock()
+        .map(|e| e.iter().filter(|(t, ..)| *t == me).cloned().collect())
+        .unwrap_or_default();
     let errors: Vec<_> = events
         .iter()
-        .filter(|(level, _)| *level == tracing::Level::ERROR)
+        .filter(|(_, level, _)| *level == tracing::Level::ERROR)
         .collect();
     assert_eq!(errors.len(), 1, "{events:?}");
     let field = |name: &str| {
         errors[0]
-            .1
+            .2
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
