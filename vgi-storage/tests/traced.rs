@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -31,12 +30,34 @@ mod suite {
 
 type Fields = BTreeMap<String, String>;
 
-/// A subscriber that keeps every span's fields, and counts warning events.
-#[derive(Default)]
-struct Recorder {
-    spans: Mutex<Vec<Fields>>,
-    warnings: AtomicU64,
+/// A span id the recorder hands out for spans of threads that are not
+/// recording; their fields are dropped.
+const IGNORED: u64 = u64::MAX;
+
+std::thread_local! {
+    /// What this thread has recorded since [`recorded`] started on it; `None`
+    /// when it is not recording. Only the emitting thread's own calls reach it,
+    /// so tests running at once on other threads (the conformance suite, whose
+    /// calls go through the same subscriber) neither show up nor cost memory.
+    static RECORDING: std::cell::RefCell<Option<Recording>> = const { std::cell::RefCell::new(None) };
 }
+
+/// The spans (with their fields) and warning events of one thread.
+#[derive(Default)]
+struct Recording {
+    spans: Vec<Fields>,
+    warnings: u64,
+}
+
+/// A subscriber that keeps every span's fields, and counts warning events, per
+/// recording thread.
+///
+/// It is installed once as the global default ([`recorded`]), not per test
+/// with `with_default`: tracing caches each callsite's interest, and a
+/// callsite that another test thread registered at the same moment with no
+/// subscriber in scope would be cached as "never" and its spans lost to the
+/// scoped one (the same race once failed the vgi adapter's policy test).
+struct Recorder;
 
 struct Collect<'a>(&'a mut Fields);
 
@@ -50,44 +71,63 @@ impl Visit for Collect<'_> {
 }
 
 impl Subscriber for Recorder {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // Whether a call is recorded depends on its thread, so no callsite's
+        // interest may be cached.
+        tracing::subscriber::Interest::always()
+    }
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
     fn new_span(&self, span: &Attributes<'_>) -> Id {
-        let mut fields = Fields::new();
-        span.record(&mut Collect(&mut fields));
-        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
-        spans.push(fields);
-        Id::from_u64(spans.len() as u64)
+        RECORDING.with_borrow_mut(|recording| {
+            let Some(recording) = recording else {
+                return Id::from_u64(IGNORED);
+            };
+            let mut fields = Fields::new();
+            span.record(&mut Collect(&mut fields));
+            recording.spans.push(fields);
+            Id::from_u64(recording.spans.len() as u64)
+        })
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
-        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(fields) = usize::try_from(span.into_u64())
-            .ok()
-            .and_then(|i| spans.get_mut(i - 1))
-        {
-            values.record(&mut Collect(fields));
-        }
+        RECORDING.with_borrow_mut(|recording| {
+            if let Some(fields) = recording.as_mut().and_then(|recording| {
+                usize::try_from(span.into_u64())
+                    .ok()
+                    .and_then(|i| recording.spans.get_mut(i.checked_sub(1)?))
+            }) {
+                values.record(&mut Collect(fields));
+            }
+        });
     }
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
         if *event.metadata().level() == tracing::Level::WARN {
-            self.warnings.fetch_add(1, Ordering::SeqCst);
+            RECORDING.with_borrow_mut(|recording| {
+                if let Some(recording) = recording {
+                    recording.warnings += 1;
+                }
+            });
         }
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
 }
 
+/// Run `f` on this thread with recording on; the spans it opened (with their
+/// fields) and the warnings it emitted.
 fn recorded(f: impl FnOnce()) -> (Vec<Fields>, u64) {
-    let recorder = Arc::new(Recorder::default());
-    tracing::subscriber::with_default(Arc::clone(&recorder), f);
-    let spans = recorder
-        .spans
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    (spans, recorder.warnings.load(Ordering::SeqCst))
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Fails only if another global subscriber was set first, which no test
+        // of this binary does; the assertions would then fail, not pass.
+        let _ = tracing::subscriber::set_global_default(Recorder);
+    });
+    RECORDING.set(Some(Recording::default()));
+    f();
+    let recording = RECORDING.take().unwrap_or_default();
+    (recording.spans, recording.warnings)
 }
 
 fn field<'a>(span: &'a Fields, name: &str) -> &'a str {
