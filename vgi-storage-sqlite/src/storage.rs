@@ -14,6 +14,7 @@ use vgi_storage_core::{
     gc_cutoff_millis,
 };
 
+use crate::checkpoint::Checkpointer;
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
 use crate::group::{self, Group, Op, Out};
@@ -90,6 +91,16 @@ pub struct SqliteStorage {
     name: String,
     path: PathBuf,
     clock: SharedClock,
+    /// Held for its `Drop`, which stops and joins the thread; before `writer`,
+    /// so that happens before the write connection closes.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "only the tests look inside; the store holds it to drop it"
+        )
+    )]
+    pub(crate) checkpointer: Checkpointer,
     pub(crate) writer: Mutex<Connection>,
     pub(crate) group: Group,
     turn: TurnSlot,
@@ -153,7 +164,11 @@ impl SqliteStorage {
         let name = format!("{BACKEND}:{}", path.display());
         prepare_file(&name, &path)?;
         let turn = TurnSlot::default();
-        let writer = open_writer(&name, &path, &options, &turn)?;
+        let mut writer = open_writer(&name, &path, &options, &turn)?;
+        let checkpointer = Checkpointer::new(&name, path.clone(), options.clone());
+        checkpointer
+            .install(&mut writer)
+            .map_err(|e| error::open(&name, &path, e))?;
         // Made only once the file proved to be a store, so a refused file
         // gets no companion. Without it (an odd file system) writes are merely
         // not fair between processes: no reason to refuse the store. But one
@@ -176,6 +191,7 @@ impl SqliteStorage {
             name,
             path,
             clock,
+            checkpointer,
             writer: Mutex::new(writer),
             group: Group::default(),
         })
