@@ -127,9 +127,9 @@ struct State {
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    /// Checkpoints the thread ran.
+    /// Checkpoints the thread ran, and succeeded.
     pub(crate) background: std::sync::atomic::AtomicUsize,
-    /// Checkpoints writers ran inline.
+    /// Checkpoints writers ran inline, and succeeded.
     pub(crate) inline: std::sync::atomic::AtomicUsize,
     /// The largest WAL size a commit reported, in frames.
     pub(crate) max_frames: std::sync::atomic::AtomicU32,
@@ -255,10 +255,14 @@ impl Shared {
         } else {
             lock(&self.gate)
         };
-        #[cfg(test)]
-        self.stats.inline.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-            self.failed("inline", &e);
+        match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+            #[cfg(test)]
+            Ok(_) => {
+                self.stats.inline.fetch_add(1, Ordering::Relaxed);
+            }
+            #[cfg(not(test))]
+            Ok(_) => {}
+            Err(e) => self.failed("inline", &e),
         }
         self.tail_wanted.store(false, Ordering::Release);
     }
@@ -279,24 +283,23 @@ impl Shared {
         if status != UNSTARTED {
             return status;
         }
+        // Running before it starts: a thread that ends at once (its
+        // connection does not open) marks itself gone after this.
+        self.status.store(RUNNING, Ordering::Release);
         let shared = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("vgi-sqlite-checkpoint".to_owned())
             .spawn(move || shared.run());
-        let status = match spawned {
-            Ok(handle) => {
-                *thread = Some(handle);
-                RUNNING
-            }
+        match spawned {
+            Ok(handle) => *thread = Some(handle),
             Err(e) => {
+                self.status.store(GONE, Ordering::Release);
                 self.log(format_args!(
                     "cannot start the checkpointer thread ({e}); commits checkpoint inline"
                 ));
-                GONE
             }
-        };
-        self.status.store(status, Ordering::Release);
-        status
+        }
+        self.status.load(Ordering::Acquire)
     }
 
     /// The thread's body.
@@ -315,7 +318,10 @@ impl Shared {
                 match self.open() {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
-                        self.failed("opening the checkpointer's connection", &e);
+                        self.log(format_args!(
+                            "cannot open the checkpointer's connection ({e}); commits \
+                             checkpoint inline"
+                        ));
                         return;
                     }
                 }
@@ -326,12 +332,14 @@ impl Shared {
                     // A writer checkpoints next, when this thread is out of its way.
                     continue;
                 }
-                #[cfg(test)]
-                self.stats.background.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) =
-                    c.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE)
-                {
-                    self.failed("background", &e);
+                match c.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
+                    #[cfg(test)]
+                    Ok(_) => {
+                        self.stats.background.fetch_add(1, Ordering::Relaxed);
+                    }
+                    #[cfg(not(test))]
+                    Ok(_) => {}
+                    Err(e) => self.failed("background", &e),
                 }
             }
         }
@@ -515,6 +523,33 @@ mod tests {
         assert!(wal_frames(&dir)? <= u64::from(pages + SLACK));
         drop(store);
         assert_all_there(&dir, 2, 400)
+    }
+
+    /// A thread whose connection cannot open (here: the file was renamed
+    /// after the store opened it) is gone, and writers checkpoint inline at
+    /// the threshold instead.
+    #[test]
+    fn a_thread_that_cannot_open_its_connection_leaves_checkpoints_to_writers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let pages = 32;
+        let store = store(&dir, pages)?;
+        store.kv_put(b"s", b"first", b"v")?;
+        std::fs::rename(dir.path().join("state.db"), dir.path().join("moved.db"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        while store.checkpointer.stats().inline.load(Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "writers never took over");
+            store.kv_put(b"s", &key(0, i), &[1; 1024])?;
+            i += 1;
+        }
+        let (background, _, max) = stats(&store);
+        assert!(!store.checkpointer.is_running());
+        assert_eq!(background, 0);
+        assert!(
+            max <= pages * SOFT_FACTOR + SLACK,
+            "WAL reached {max} frames"
+        );
+        Ok(())
     }
 
     /// A reader holding a snapshot keeps every checkpoint from passing it:
