@@ -14,9 +14,10 @@
 //! - below the threshold ([`crate::DEFAULT_CHECKPOINT_PAGES`] by default), does nothing;
 //! - past it, wakes this store's checkpointer thread (started on first need,
 //!   with its own connection) without waiting for it: one atomic swap, and a
-//!   mutex and condvar only when the thread sleeps. The thread runs PASSIVE
-//!   checkpoints, which take no lock that writers need and wait for nobody,
-//!   until the WAL is back under the threshold;
+//!   mutex and condvar only when the thread sleeps. The thread runs one
+//!   PASSIVE checkpoint (a pass) per wake-up; a pass takes no lock that
+//!   writers need and waits for nobody. Every commit that finds the WAL still
+//!   past the threshold wakes it again;
 //! - the WAL is reused (written again from its start) only when a writer
 //!   begins after a pass copied every frame, which a thread racing a busy
 //!   writer rarely manages: each pass ends behind the commits made during it.
@@ -106,7 +107,7 @@ struct Shared {
     wake: Condvar,
     /// The thread, once started; taken and joined on drop.
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// A writer found the WAL past the hard limit: the thread leaves the next
+    /// A writer found the WAL past the soft limit: the thread leaves the next
     /// pass to it.
     tail_wanted: AtomicBool,
     /// Held while a checkpoint runs on this store's behalf, by the thread or
