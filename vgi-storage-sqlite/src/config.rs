@@ -79,6 +79,10 @@ pub const DEFAULT_MMAP_SIZE: u64 = 0;
 /// Default page cache of each connection, in KiB (an upper bound, grown as used).
 pub const DEFAULT_CACHE_KIB: u32 = 64 * 1024;
 
+/// Default WAL size, in pages, past which the store's background thread
+/// checkpoints: the same as SQLite's autocheckpoint.
+pub const DEFAULT_CHECKPOINT_PAGES: u32 = 1000;
+
 /// Everything needed to open one connection, shared by the write connection and
 /// the read pool.
 #[derive(Debug, Clone)]
@@ -89,6 +93,7 @@ pub(crate) struct Options {
     pub(crate) mmap_size: u64,
     pub(crate) cache_kib: u32,
     pub(crate) max_value_len: usize,
+    pub(crate) checkpoint_pages: u32,
 }
 
 /// Builds a [`SqliteStorage`](crate::SqliteStorage) with options; start with
@@ -124,6 +129,7 @@ impl SqliteBuilder {
                 mmap_size: DEFAULT_MMAP_SIZE,
                 cache_kib: DEFAULT_CACHE_KIB,
                 max_value_len: crate::MAX_VALUE_LEN,
+                checkpoint_pages: crate::DEFAULT_CHECKPOINT_PAGES,
             },
             clock: system_clock(),
         }
@@ -185,6 +191,21 @@ impl SqliteBuilder {
     /// those grow only while nothing is written.
     pub fn cache_size_kib(mut self, kib: u32) -> Self {
         self.options.cache_kib = kib;
+        self
+    }
+
+    /// The WAL size, in pages, past which the store's background thread
+    /// checkpoints the WAL into the database file;
+    /// [`DEFAULT_CHECKPOINT_PAGES`](crate::DEFAULT_CHECKPOINT_PAGES) (1000, as
+    /// SQLite's own autocheckpoint) by default, at least 1.
+    ///
+    /// Writers never wait for that checkpoint. Only a commit that leaves the
+    /// WAL past four times this size (the thread fell behind, or could not
+    /// start) checkpoints inline, as SQLite does by default, so the `-wal`
+    /// file stays bounded. A larger value batches more pages per checkpoint
+    /// and lets the WAL grow larger before it is reused.
+    pub fn checkpoint_pages(mut self, pages: u32) -> Self {
+        self.options.checkpoint_pages = pages.max(1);
         self
     }
 

@@ -41,6 +41,11 @@
 //!   process in the middle of a group loses no acknowledged write; a panicking
 //!   leader rolls back and fails the queued calls it had taken.
 //!
+//! A group's COMMIT runs the write connection's WAL hook like any other
+//! commit (see [`crate::checkpoint`]): it wakes the checkpointer thread, and
+//! the leader checkpoints inline only past the soft limit, on behalf of every
+//! caller in its group, which all wait for the commit anyway.
+//!
 //! `queue_pop` and `kv_del` join groups too; alone (no other write queued)
 //! they run as one autocommit statement as before, which saves BEGIN and
 //! COMMIT. `clear`, `gc`, `import_log` and `raise_id_high_water` do not join:

@@ -14,6 +14,7 @@ use vgi_storage_core::{
     gc_cutoff_millis,
 };
 
+use crate::checkpoint::Checkpointer;
 use crate::config::{Options, SqliteBuilder};
 use crate::error::{self, BACKEND, Failed};
 use crate::group::{self, Group, Op, Out};
@@ -60,6 +61,9 @@ const CLEAR: [&str; 4] = [
     "DELETE FROM vgi_scope WHERE scope = ?1",
 ];
 const LOG_TOP: &str = "SELECT max(id) FROM vgi_log";
+/// The log's largest id, and whether its row is of scope `?1`: only then can
+/// deleting the scope take that id out of use.
+const CLEAR_TOP: &str = "SELECT id, scope IS ?1 FROM vgi_log ORDER BY id DESC LIMIT 1";
 const LOG_KEEP_TOP: &str = "INSERT INTO vgi_log (id, scope, ns, key, value)
     SELECT ?1, NULL, x'', x'', x'' WHERE NOT EXISTS (SELECT 1 FROM vgi_log WHERE id >= ?1)";
 const LOG_DROP_OLD_TOPS: &str = "DELETE FROM vgi_log WHERE scope IS NULL AND id < ?1";
@@ -90,6 +94,16 @@ pub struct SqliteStorage {
     name: String,
     path: PathBuf,
     clock: SharedClock,
+    /// Held for its `Drop`, which stops and joins the thread; before `writer`,
+    /// so that happens before the write connection closes.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "only the tests look inside; the store holds it to drop it"
+        )
+    )]
+    pub(crate) checkpointer: Checkpointer,
     pub(crate) writer: Mutex<Connection>,
     pub(crate) group: Group,
     turn: TurnSlot,
@@ -153,7 +167,11 @@ impl SqliteStorage {
         let name = format!("{BACKEND}:{}", path.display());
         prepare_file(&name, &path)?;
         let turn = TurnSlot::default();
-        let writer = open_writer(&name, &path, &options, &turn)?;
+        let mut writer = open_writer(&name, &path, &options, &turn)?;
+        let checkpointer = Checkpointer::new(&name, path.clone(), options.clone());
+        checkpointer
+            .install(&mut writer)
+            .map_err(|e| error::open(&name, &path, e))?;
         // Made only once the file proved to be a store, so a refused file
         // gets no companion. Without it (an odd file system) writes are merely
         // not fair between processes: no reason to refuse the store. But one
@@ -176,6 +194,7 @@ impl SqliteStorage {
             name,
             path,
             clock,
+            checkpointer,
             writer: Mutex::new(writer),
             group: Group::default(),
         })
@@ -603,12 +622,22 @@ pub(crate) fn append_on(
 
 /// Delete everything of `scope`, keeping the log's largest id in use (see
 /// the schema docs) so it is never handed out again.
+///
+/// The largest id is at stake only when its row is of this scope: otherwise
+/// that row stays, and the placeholder statement (about 4 % of a clear) is
+/// not run.
 fn clear_on(conn: &Connection, scope: &[u8]) -> rusqlite::Result<()> {
-    let top = log_top(conn)?;
+    let top = conn
+        .prepare_cached(CLEAR_TOP)?
+        .query_row([scope], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)))
+        .optional()?;
     for sql in CLEAR {
         conn.prepare_cached(sql)?.execute([scope])?;
     }
-    keep_top(conn, top)
+    match top {
+        Some((top, true)) => keep_top(conn, Some(top)),
+        _ => Ok(()),
+    }
 }
 
 /// The highest log id handed out so far, if any row holds one.
@@ -934,7 +963,7 @@ mod tests {
         }
         let conn = store.writer();
         for sql in [
-            TOUCH, KV_GET, KV_PUT, KV_DEL, LOG_APPEND, LOG_SCAN, QUEUE_PUSH, QUEUE_POP, LOG_TOP,
+            TOUCH, KV_GET, KV_PUT, KV_DEL, LOG_APPEND, LOG_SCAN, QUEUE_PUSH, QUEUE_POP, CLEAR_TOP,
             CLEAR[0], CLEAR[1], CLEAR[2], CLEAR[3],
         ] {
             let stmt = conn.prepare_cached(sql)?;
@@ -943,6 +972,37 @@ mod tests {
             assert!(runs >= 3, "{sql}: ran {runs} times");
             assert_eq!(reprepared, 0, "{sql}");
         }
+        Ok(())
+    }
+
+    /// `clear` ran the high-water placeholder statement on every call; it
+    /// now runs it only when the log's largest id is of the cleared scope.
+    /// Both ways, no id may be handed out twice, and a placeholder is
+    /// written only when the top row went away.
+    #[test]
+    fn clear_keeps_the_top_id_only_when_it_deletes_it()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStorage::open(dir.path().join("state.db"))?;
+        let placeholders = |store: &SqliteStorage| -> rusqlite::Result<i64> {
+            store.writer().query_row(
+                "SELECT count(*) FROM vgi_log WHERE scope IS NULL",
+                [],
+                |r| r.get(0),
+            )
+        };
+        store.append(b"a", b"n", b"k", b"v")?;
+        let top = store.append(b"b", b"n", b"k", b"v")?;
+        // The top row is b's: clearing a leaves it, and needs no placeholder.
+        store.clear(b"a")?;
+        assert_eq!(placeholders(&store)?, 0);
+        assert!(store.append(b"c", b"n", b"k", b"v")? > top);
+        // Now the top row is c's: clearing c keeps its id with a placeholder.
+        let top = store.scan(b"c", b"n", b"k", -1, 1)?[0].id;
+        store.clear(b"c")?;
+        assert_eq!(placeholders(&store)?, 1);
+        assert!(store.append(b"d", b"n", b"k", b"v")? > top);
+        assert_eq!(store.scan(b"b", b"n", b"k", -1, 10)?.len(), 1);
         Ok(())
     }
 

@@ -42,3 +42,36 @@ fn a_configured_value_limit_is_enforced_whole() {
         "{outcome:?}"
     );
 }
+
+/// The crash checks again, with a store that checkpoints after every commit
+/// or two (`checkpoint_pages(2)`): the writer processes are killed while
+/// their checkpointer threads, and writers past the limit, are copying the
+/// WAL into the database, and every acknowledged write must still be there
+/// (issue 14: checkpoints moved off the committing call onto a thread).
+#[test]
+fn kills_during_checkpoints_lose_no_acknowledged_write() {
+    let open_eager = |fx: &Fixture| -> Result<SharedStorage> {
+        fx.declare_file_backed();
+        Ok(Arc::new(
+            SqliteStorage::builder(fx.path("state.db"))
+                .clock(fx.clock())
+                .checkpoint_pages(2)
+                .open()?,
+        ))
+    };
+    for check in [
+        "acknowledged_writes_survive_sigkill",
+        "queue_pop_loses_at_most_the_item_in_flight_per_kill",
+    ] {
+        let outcome = vgi_storage_conformance::run_in_test(
+            check,
+            "kills_during_checkpoints_lose_no_acknowledged_write",
+            None,
+            &open_eager,
+        );
+        assert!(
+            matches!(outcome, Ok(vgi_storage_conformance::Outcome::Passed)),
+            "{check}: {outcome:?}"
+        );
+    }
+}
