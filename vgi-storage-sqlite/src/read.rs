@@ -50,14 +50,23 @@ pub(crate) const LOG_SCAN_LARGE: &str = "SELECT id, iif(octet_length(value) > ?6
     FROM vgi_log WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4 ORDER BY id LIMIT ?5";
 
 /// Whether the store's last scan met large values: the next scan uses the
-/// statement that suits them ([`LOG_SCAN_LARGE`]), else the plain one.
+/// statement that suits them ([`LOG_SCAN_LARGE`]), else the plain one. A new
+/// store expects large values, as a worker's logs hold Arrow batches.
 ///
 /// Only a guess about speed: both statements return the same entries, so a
 /// wrong guess (logs of both kinds scanned in turn, or by racing threads)
 /// costs one scan its speed-up or 3 %, never a wrong result.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LogShape {
     large: AtomicBool,
+}
+
+impl Default for LogShape {
+    fn default() -> Self {
+        Self {
+            large: AtomicBool::new(true),
+        }
+    }
 }
 
 /// Reads whole values of one table's `value` column by row id, with one blob
