@@ -145,7 +145,7 @@ fn large_values_read_racing_clear_come_from_one_snapshot() -> TestResult {
     let store = SqliteStorage::open(&path)?;
     let other = SqliteStorage::open(&path)?;
     let rounds: u32 = if std::env::var_os("VGI_CONFORMANCE_DEEP").is_some() {
-        3000
+        1500
     } else {
         300
     };
