@@ -39,6 +39,10 @@ const PAGE: usize = 100;
 const BIG_N: usize = 1000;
 const BIG: usize = 64 * 1024;
 const BIG_PAGE: usize = 16;
+/// Entries of the worker-cursor row: 1 MiB Arrow batches read back one per
+/// call, `scan(after = cursor, limit = 1)`, as a vgi worker's FINALIZE does.
+const HUGE_N: usize = 64;
+const HUGE: usize = 1 << 20;
 /// Scopes of the clear row.
 const CLEAR_SCOPES: usize = 1000;
 
@@ -318,6 +322,25 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
             assert_eq!(n, BIG_N);
             Ok((rate(n, start), None))
         }),
+        (
+            "scan 64 x 1 MiB, one entry per call (worker cursor)",
+            "",
+            |e| {
+                fill_log(&*e.store, b"scan-1m-cursor", HUGE_N, HUGE)?;
+                let start = Instant::now();
+                let (mut n, mut cursor) = (0, -1);
+                while let Some(entry) = e
+                    .store
+                    .scan(b"scope", b"ns", b"scan-1m-cursor", cursor, 1)?
+                    .pop()
+                {
+                    assert_eq!(entry.value.len(), HUGE);
+                    (n, cursor) = (n + 1, entry.id);
+                }
+                assert_eq!(n, HUGE_N);
+                Ok((rate(n, start), None))
+            },
+        ),
         (
             "scan 10k x 1 KiB, pages of 100, 2 threads (total)",
             "",

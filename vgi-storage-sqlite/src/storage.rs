@@ -49,8 +49,6 @@ const KV_PUT: &str = "INSERT INTO vgi_kv (scope, key, value) VALUES (?1, ?2, ?3)
     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value";
 const KV_DEL: &str = "DELETE FROM vgi_kv WHERE scope = ?1 AND key = ?2";
 const LOG_APPEND: &str = "INSERT INTO vgi_log (scope, ns, key, value) VALUES (?1, ?2, ?3, ?4)";
-const LOG_SCAN: &str = "SELECT id, value FROM vgi_log
-    WHERE scope = ?1 AND ns = ?2 AND key = ?3 AND id > ?4 ORDER BY id LIMIT ?5";
 pub(crate) const QUEUE_PUSH: &str = "INSERT INTO vgi_queue (scope, value) VALUES (?1, ?2)";
 pub(crate) const QUEUE_POP: &str = "DELETE FROM vgi_queue WHERE id =
     (SELECT id FROM vgi_queue WHERE scope = ?1 ORDER BY id LIMIT 1) RETURNING value";
@@ -796,14 +794,8 @@ impl FunctionStorage for SqliteStorage {
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read_warm("scan", |conn| {
-            let mut stmt = conn.prepare_cached(LOG_SCAN)?;
-            let rows = stmt.query_map(params![scope, ns, key, after_id, limit], |r| {
-                Ok(LogEntry {
-                    id: r.get(0)?,
-                    value: r.get(1)?,
-                })
-            })?;
-            rows.collect()
+            let log = (scope, ns, key);
+            read::scan_on(conn, &self.readers.log_shape, log, after_id, limit)
         })
     }
 
@@ -957,14 +949,31 @@ mod tests {
             store.kv_del(b"s", &[i])?;
             store.append(b"s", b"n", b"k", b"v")?;
             store.scan(b"s", b"n", b"k", -1, 10)?;
+            // A log of large values: the scans that follow it read with
+            // LOG_SCAN_LARGE, until one meets small values only.
+            store.append(b"s", b"n", b"big", &vec![i; 20_000])?;
+            store.scan(b"s", b"n", b"big", -1, 10)?;
+            store.scan(b"s", b"n", b"big", -1, 10)?;
             store.queue_push(b"s", &[vec![i]])?;
             store.queue_pop(b"s")?;
             store.clear(b"t")?;
         }
         let conn = store.writer();
         for sql in [
-            TOUCH, KV_GET, KV_PUT, KV_DEL, LOG_APPEND, LOG_SCAN, QUEUE_PUSH, QUEUE_POP, CLEAR_TOP,
-            CLEAR[0], CLEAR[1], CLEAR[2], CLEAR[3],
+            TOUCH,
+            KV_GET,
+            KV_PUT,
+            KV_DEL,
+            LOG_APPEND,
+            read::LOG_SCAN,
+            read::LOG_SCAN_LARGE,
+            QUEUE_PUSH,
+            QUEUE_POP,
+            CLEAR_TOP,
+            CLEAR[0],
+            CLEAR[1],
+            CLEAR[2],
+            CLEAR[3],
         ] {
             let stmt = conn.prepare_cached(sql)?;
             let runs = stmt.get_status(rusqlite::StatementStatus::Run);
