@@ -56,6 +56,10 @@ fn sqlite(config: &StorageConfig, clock: SharedClock) -> Result<SharedStorage> {
     if let Some(max) = max_value_len(config)? {
         builder = builder.max_value_len(max);
     }
+    if let Some(pages) = config.u64_option("checkpoint_pages")? {
+        // `validate` admitted only 1 to u32::MAX.
+        builder = builder.checkpoint_pages(u32::try_from(pages).unwrap_or(u32::MAX));
+    }
     Ok(std::sync::Arc::new(builder.open()?))
 }
 

@@ -19,12 +19,15 @@ use crate::BackendKind;
 /// | backend | location | options |
 /// |---|---|---|
 /// | `memory` | none | none |
-/// | `sqlite` | `path` (default: per-user temp dir, `state.db`) | `synchronous` (`normal`, `full`), `busy_timeout_ms`, `max_value_len` |
+/// | `sqlite` | `path` (default: per-user temp dir, `state.db`) | `synchronous` (`normal`, `full`), `busy_timeout_ms`, `max_value_len`, `checkpoint_pages` |
 /// | `redb` | `path` (default: per-user temp dir, `state.redb`) | `durability` (`immediate`, `deferred`), `multi_process` (`true`, `false`), `max_value_len` |
 /// | `postgres` | `url` (default: libpq `PG*` variables) | `schema`, `pool_size`, `checkout_timeout_ms`, `max_value_len` |
 ///
 /// `max_value_len` caps the bytes of one value below the backend's own limit:
 /// a larger value is refused with `ErrorKind::TooLarge` and nothing is written.
+/// `checkpoint_pages` (at least 1; 1000 by default) is the WAL size past which
+/// a sqlite store's background thread checkpoints it (see
+/// `SqliteBuilder::checkpoint_pages`).
 ///
 /// ```
 /// use vgi_storage::{BackendKind, StorageConfig};
@@ -82,7 +85,12 @@ impl fmt::Debug for StorageConfig {
 fn known_options(backend: BackendKind) -> &'static [&'static str] {
     match backend {
         BackendKind::Memory => &[],
-        BackendKind::Sqlite => &["synchronous", "busy_timeout_ms", "max_value_len"],
+        BackendKind::Sqlite => &[
+            "synchronous",
+            "busy_timeout_ms",
+            "max_value_len",
+            "checkpoint_pages",
+        ],
         BackendKind::Redb => &["durability", "multi_process", "max_value_len"],
         BackendKind::Postgres => &[
             "schema",
@@ -196,6 +204,20 @@ impl StorageConfig {
             "busy_timeout_ms" | "checkout_timeout_ms" | "max_value_len" => {
                 self.u64_option(name).map(|_| ())
             }
+            "checkpoint_pages" => match self.u64_option(name)? {
+                Some(0) => Err(config_error(
+                    self.backend,
+                    "`checkpoint_pages` must be at least 1".into(),
+                )),
+                Some(pages) if u32::try_from(pages).is_err() => Err(config_error(
+                    self.backend,
+                    format!(
+                        "`checkpoint_pages={pages}` is too large; use at most {}",
+                        u32::MAX
+                    ),
+                )),
+                _ => Ok(()),
+            },
             "pool_size" => match self.u64_option(name)? {
                 Some(0) => Err(config_error(
                     self.backend,

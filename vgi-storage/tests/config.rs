@@ -139,7 +139,7 @@ fn unknown_option_names_the_valid_ones() {
     let msg = e.to_string();
     assert!(msg.contains("unknown option `synchronus`"), "{msg}");
     assert!(
-        msg.contains("synchronous, busy_timeout_ms, max_value_len"),
+        msg.contains("synchronous, busy_timeout_ms, max_value_len, checkpoint_pages"),
         "{msg}"
     );
     let e = err_of(StorageConfig::from_url("memory:?x=1"));
@@ -165,6 +165,8 @@ fn bad_option_values_say_what_is_allowed() {
             "use one of immediate, deferred",
         ),
         ("postgres://h/db?pool_size=0", "at least 1"),
+        ("sqlite:/tmp/x.db?checkpoint_pages=0", "at least 1"),
+        ("sqlite:/tmp/x.db?checkpoint_pages=4294967296", "too large"),
         (
             "postgres://h/db?schema=Robert');DROP",
             "not a plain identifier",

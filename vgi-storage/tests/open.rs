@@ -52,6 +52,38 @@ fn sqlite_url_with_options_opens_a_private_file() -> TestResult {
     Ok(())
 }
 
+/// `checkpoint_pages` reaches the sqlite store: with a small threshold the
+/// `-wal` file stays within four times it (plus a commit), where the default
+/// (1000 pages) lets the same writes grow it past that.
+#[test]
+fn sqlite_checkpoint_pages_option_bounds_the_wal() -> TestResult {
+    if !BackendKind::Sqlite.is_compiled_in() {
+        return Ok(());
+    }
+    // Frames of the `-wal` file after 400 puts of 1 KiB (about 1200 frames).
+    let wal_frames = |query: &str| -> std::result::Result<u64, Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("state.db");
+        let store = open(&format!("sqlite:{}{query}", path.display()))?;
+        for i in 0..400_u32 {
+            store.kv_put(b"s", &i.to_be_bytes(), &[7; 1024])?;
+        }
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
+        let len = std::fs::metadata(wal)?.len();
+        Ok(len.saturating_sub(32) / (4096 + 24))
+    };
+    let bound = 4 * 32 + 16;
+    let small = wal_frames("?checkpoint_pages=32")?;
+    assert!(
+        small <= bound,
+        "-wal of {small} frames with checkpoint_pages=32"
+    );
+    let default = wal_frames("")?;
+    assert!(default > bound, "-wal of only {default} frames by default");
+    Ok(())
+}
+
 #[test]
 fn redb_url_opens_in_either_mode() -> TestResult {
     if !BackendKind::Redb.is_compiled_in() {
