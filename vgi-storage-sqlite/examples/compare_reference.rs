@@ -252,6 +252,20 @@ fn items() -> Vec<Vec<u8>> {
     (0..N).map(key).collect()
 }
 
+/// A scan row: write `n` entries of `size` bytes to the log `log`, then read
+/// them back at once, in one call (`page` `None`) or in pages of `page`; the
+/// rate of the read.
+fn scan_row(e: &Env, log: &[u8], n: usize, size: usize, page: Option<usize>) -> Result<f64> {
+    fill_log(&*e.store, log, n, size)?;
+    let start = Instant::now();
+    let read = match page {
+        None => e.store.scan(b"scope", b"ns", log, -1, usize::MAX)?.len(),
+        Some(page) => e.store.scan_all(b"scope", b"ns", log, -1, page)?.len(),
+    };
+    assert_eq!(read, n);
+    Ok(rate(read, start))
+}
+
 fn steps() -> Vec<(&'static str, &'static str, Step)> {
     vec![
         ("kv_put 1 KiB, 10k keys", ">= 1.3x", |e| {
@@ -283,44 +297,19 @@ fn steps() -> Vec<(&'static str, &'static str, Step)> {
         // connection that just wrote the pages (its cache holds the newest),
         // ours wherever its read path puts the call.
         ("scan 10k x 1 KiB, whole log in one call", ">= 1.5x", |e| {
-            fill_log(&*e.store, b"scan-1k-whole", N, VALUE)?;
-            let start = Instant::now();
-            let n = e
-                .store
-                .scan(b"scope", b"ns", b"scan-1k-whole", -1, usize::MAX)?
-                .len();
-            assert_eq!(n, N);
-            Ok((rate(n, start), None))
+            Ok((scan_row(e, b"scan-1k-whole", N, VALUE, None)?, None))
         }),
         ("scan 10k x 1 KiB, pages of 100", ">= 1.5x", |e| {
-            fill_log(&*e.store, b"scan-1k-paged", N, VALUE)?;
-            let start = Instant::now();
-            let n = e
-                .store
-                .scan_all(b"scope", b"ns", b"scan-1k-paged", -1, PAGE)?
-                .len();
-            assert_eq!(n, N);
-            Ok((rate(n, start), None))
+            Ok((scan_row(e, b"scan-1k-paged", N, VALUE, Some(PAGE))?, None))
         }),
         ("scan 1k x 64 KiB, whole log in one call", ">= 1.5x", |e| {
-            fill_log(&*e.store, b"scan-64k-whole", BIG_N, BIG)?;
-            let start = Instant::now();
-            let n = e
-                .store
-                .scan(b"scope", b"ns", b"scan-64k-whole", -1, usize::MAX)?
-                .len();
-            assert_eq!(n, BIG_N);
-            Ok((rate(n, start), None))
+            Ok((scan_row(e, b"scan-64k-whole", BIG_N, BIG, None)?, None))
         }),
         ("scan 1k x 64 KiB, pages of 16", ">= 1.5x", |e| {
-            fill_log(&*e.store, b"scan-64k-paged", BIG_N, BIG)?;
-            let start = Instant::now();
-            let n = e
-                .store
-                .scan_all(b"scope", b"ns", b"scan-64k-paged", -1, BIG_PAGE)?
-                .len();
-            assert_eq!(n, BIG_N);
-            Ok((rate(n, start), None))
+            Ok((
+                scan_row(e, b"scan-64k-paged", BIG_N, BIG, Some(BIG_PAGE))?,
+                None,
+            ))
         }),
         (
             "scan 64 x 1 MiB, one entry per call (worker cursor)",
