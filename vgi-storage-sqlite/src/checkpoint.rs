@@ -109,9 +109,9 @@ struct Shared {
     hard: u32,
     /// New frames that earn the thread another pass.
     step: u32,
-    /// The WAL frames the thread's last pass copied (the WAL's size it
-    /// reached); 0 once the WAL was reused. A stale value after a reuse only
-    /// delays the next pass by one step.
+    /// The WAL frames the last pass copied, the thread's or a writer's (the
+    /// WAL's size it reached); 0 once the WAL was reused. A stale value after
+    /// a reuse only delays the next pass by one step.
     reached: AtomicU32,
     /// The WAL's size at the last commit, to tell when it was reused. Only the
     /// write connection's hook touches it.
@@ -134,6 +134,24 @@ struct Shared {
     logged: Mutex<Option<Instant>>,
     #[cfg(test)]
     stats: Stats,
+}
+
+/// Who ran a checkpoint pass.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// The checkpointer thread.
+    Background,
+    /// A committing writer, in the WAL hook.
+    Inline,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Background => "background",
+            Pass::Inline => "inline",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -283,15 +301,7 @@ impl Shared {
         } else {
             lock(&self.gate)
         };
-        match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-            #[cfg(test)]
-            Ok(_) => {
-                self.stats.inline.fetch_add(1, Ordering::Relaxed);
-            }
-            #[cfg(not(test))]
-            Ok(_) => {}
-            Err(e) => self.failed("inline", &e),
-        }
+        self.passed(Pass::Inline, wal.checkpoint_v2(CheckpointMode::PASSIVE));
         self.tail_wanted.store(false, Ordering::Release);
     }
 
@@ -360,15 +370,8 @@ impl Shared {
                     // A writer checkpoints next, when this thread is out of its way.
                     continue;
                 }
-                match c.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
-                    Ok((_, copied)) => {
-                        self.reached
-                            .store(u32::try_from(copied).unwrap_or(0), Ordering::Relaxed);
-                        #[cfg(test)]
-                        self.stats.background.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => self.failed("background", &e),
-                }
+                let result = c.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE);
+                self.passed(Pass::Background, result);
             }
         }
     }
@@ -398,6 +401,24 @@ impl Shared {
             r.get::<_, i64>(0)
         })?;
         Ok(conn)
+    }
+
+    /// Note how a pass ended: the frames it copied, from which the next
+    /// step is counted ([`Shared::reached`]), or its failure.
+    fn passed(&self, pass: Pass, result: rusqlite::Result<(c_int, c_int)>) {
+        match result {
+            Ok((_, copied)) => {
+                self.reached
+                    .store(u32::try_from(copied).unwrap_or(0), Ordering::Relaxed);
+                #[cfg(test)]
+                match pass {
+                    Pass::Background => &self.stats.background,
+                    Pass::Inline => &self.stats.inline,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.failed(pass.name(), &e),
+        }
     }
 
     /// Log a failed checkpoint; busy (another connection checkpoints) is normal.
@@ -450,6 +471,15 @@ mod tests {
     fn wal_frames(dir: &tempfile::TempDir) -> std::io::Result<u64> {
         let len = std::fs::metadata(dir.path().join("state.db-wal"))?.len();
         Ok(len.saturating_sub(32) / (4096 + 24))
+    }
+
+    /// The WAL stayed within `bound` frames, as the hook reported it after
+    /// each commit (`max`) and as the `-wal` file's size.
+    fn assert_wal_within(dir: &tempfile::TempDir, max: u32, bound: u32) -> TestResult {
+        assert!(max <= bound, "WAL reached {max} frames");
+        let on_disk = wal_frames(dir)?;
+        assert!(on_disk <= u64::from(bound), "-wal file of {on_disk} frames");
+        Ok(())
     }
 
     fn stats(store: &SqliteStorage) -> (usize, usize, u32) {
@@ -518,15 +548,7 @@ mod tests {
         let (background, inline, max) = stats(&store);
         assert!(store.checkpointer.is_running());
         assert!(background > 0, "the thread never checkpointed");
-        assert!(
-            max <= pages * HARD_FACTOR + SLACK,
-            "WAL reached {max} frames"
-        );
-        let on_disk = wal_frames(&dir)?;
-        assert!(
-            on_disk <= u64::from(pages * HARD_FACTOR + SLACK),
-            "-wal file of {on_disk} frames"
-        );
+        assert_wal_within(&dir, max, pages * HARD_FACTOR + SLACK)?;
         assert!(
             background > inline,
             "the writers checkpointed {inline} times, the thread only {background}"
@@ -582,8 +604,7 @@ mod tests {
         let (background, inline, max) = stats(&store);
         assert_eq!(background, 0);
         assert!(inline > 0, "nobody checkpointed");
-        assert!(max <= pages + SLACK, "WAL reached {max} frames");
-        assert!(wal_frames(&dir)? <= u64::from(pages + SLACK));
+        assert_wal_within(&dir, max, pages + SLACK)?;
         drop(store);
         assert_all_there(&dir, 2, 400)
     }
