@@ -69,8 +69,8 @@ impl Default for LogShape {
     }
 }
 
-/// Reads whole values of one table's `value` column by row id, with one blob
-/// handle moved from row to row.
+/// Reads whole values of `vgi_log.value` by row id, with one blob handle
+/// moved from row to row.
 ///
 /// Consistency: a blob handle reads in its connection's read transaction.
 /// [`scan_on`] reads with it only while the statement that listed the rows
@@ -80,17 +80,12 @@ impl Default for LogShape {
 /// (this one is ours alone for the call) cannot make a value torn or missing.
 struct BlobReader<'conn> {
     conn: &'conn Connection,
-    table: &'static std::ffi::CStr,
     blob: Option<Blob<'conn>>,
 }
 
 impl<'conn> BlobReader<'conn> {
-    fn new(conn: &'conn Connection, table: &'static std::ffi::CStr) -> Self {
-        Self {
-            conn,
-            table,
-            blob: None,
-        }
+    fn new(conn: &'conn Connection) -> Self {
+        Self { conn, blob: None }
     }
 
     /// The whole value of row `id`, read into a `Vec` of its exact size.
@@ -103,7 +98,7 @@ impl<'conn> BlobReader<'conn> {
             // Read-only: the handle takes no write lock and cannot change the row.
             none => none.insert(
                 self.conn
-                    .blob_open(MAIN_DB, self.table, c"value", id, true)?,
+                    .blob_open(MAIN_DB, c"vgi_log", c"value", id, true)?,
             ),
         };
         // Zeroed, as safe code must hand SQLite initialised memory: for a
@@ -131,7 +126,7 @@ pub(crate) fn scan_on(
     if shape.large.load(Ordering::Relaxed) {
         let mut stmt = conn.prepare_cached(LOG_SCAN_LARGE)?;
         let mut rows = stmt.query(params![scope, ns, key, after_id, limit, BLOB_READ_MIN])?;
-        let mut blobs = BlobReader::new(conn, c"vgi_log");
+        let mut blobs = BlobReader::new(conn);
         let mut large = false;
         while let Some(row) = rows.next()? {
             let id = row.get(0)?;
